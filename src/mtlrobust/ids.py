@@ -1,0 +1,68 @@
+"""Stable names of models: the one place that formats and parses ``model_id``.
+
+``model_id = {arch}-{weighting}-{task ids joined by '+'}-s{seed}``, e.g.
+``resnet18-paper-depth_z+seg-s0``. Task ids (not paper letters) keep paths safe on case-insensitive
+file systems. Uniformly weighted models list their tasks in registry order (so "sd" and "ds" are one
+model); other weightings depend on the main task, which comes first. A single-task model is the same
+model under every weighting, so it is always named ``uniform``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import tasks as T
+
+ARCHS = ("resnet18", "resnet50", "resnet152", "wide_resnet50_2", "xception")
+_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+_MODEL_ID = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<weighting>[A-Za-z0-9_]+)-(?P<tasks>[A-Za-z0-9_+]+)-s(?P<seed>\d+)$")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    weighting: str
+    tasks: tuple[str, ...]  # task ids, main first
+    seed: int
+
+    @property
+    def main(self) -> str:
+        return self.tasks[0]
+
+    @property
+    def id(self) -> str:
+        return f"{self.arch}-{self.weighting}-{'+'.join(self.tasks)}-s{self.seed}"
+
+    @property
+    def letters(self) -> str:
+        return T.letters(self.tasks)
+
+
+def model_spec(arch: str, weighting: str, tasks, seed: int = 0, main: str | None = None) -> ModelSpec:
+    """Normalise a model description (tasks as letters/ids/Task) into its canonical spec."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
+    if not _NAME.match(weighting):
+        raise ValueError(f"weighting name {weighting!r} must be letters, digits or '_'")
+    ts = T.parse(tasks) if isinstance(tasks, str) else [T.get(t) if isinstance(t, str) else t for t in tasks]
+    if len(ts) == 1:
+        weighting = "uniform"
+    ordered = T.canonical(ts)
+    if weighting != "uniform":
+        m = T.get(main) if main is not None else ts[0]
+        if m not in ts:
+            raise ValueError(f"main task {m.letter!r} is not among the tasks {T.letters(ts)!r}")
+        ordered = [m] + [t for t in ordered if t != m]
+    return ModelSpec(arch, weighting, tuple(t.id for t in ordered), int(seed))
+
+
+def parse_model_id(model_id: str) -> ModelSpec:
+    m = _MODEL_ID.match(model_id)
+    if not m:
+        raise ValueError(f"malformed model id {model_id!r}; expected {{arch}}-{{weighting}}-{{tasks}}-s{{seed}}")
+    ids = m["tasks"].split("+")
+    spec = model_spec(m["arch"], m["weighting"], ids, int(m["seed"]), main=ids[0])
+    if spec.id != model_id:
+        raise ValueError(f"model id {model_id!r} is not canonical; the canonical name is {spec.id!r}")
+    return spec

@@ -1,0 +1,224 @@
+"""``mtlrobust aggregate``: reduce per-sample evaluation CSVs into ``results/vulnerability.csv``.
+
+One row per (model_id, epoch, attack, attacked, task) with mean losses/errors, the paper's relative task
+vulnerability (mean of per-sample ratios), the authors' ratio of means, the adversarial vulnerability of
+the attacked subset (Definition 1) and helper columns for the tables: ``seed``, ``main`` (first task of a
+non-uniform model, empty for uniform ones), ``n_tasks``, ``letters``, ``attacked_letters``, ``task_letter``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import metrics as M
+
+KEY = ["model_id", "epoch", "attack", "attacked", "task"]
+IDENT = [
+    "model_id",
+    "arch",
+    "weighting",
+    "tasks",
+    "epoch",
+    "attack",
+    "method",
+    "norm",
+    "eps",
+    "step_size",
+    "steps",
+    "restarts",
+    "options",
+    "attacked",
+    "task",
+]
+EVAL_COLUMNS = IDENT + [
+    "sample",
+    "view",
+    "clean_loss",
+    "adv_loss",
+    "clean_error",
+    "adv_error",
+    "dataset_clean_miou",
+    "dataset_adv_miou",
+]
+OUT_COLUMNS = IDENT + [
+    "n",
+    "n_skipped",
+    "clean_loss",
+    "adv_loss",
+    "clean_error",
+    "adv_error",
+    "rel_vuln",
+    "rel_vuln_ratio_of_means",
+    "adv_vulnerability",
+    "dataset_clean_miou",
+    "dataset_adv_miou",
+    "seed",
+    "main",
+    "n_tasks",
+    "letters",
+    "attacked_letters",
+    "task_letter",
+]
+_STR = {
+    "model_id": str,
+    "arch": str,
+    "weighting": str,
+    "tasks": str,
+    "attack": str,
+    "method": str,
+    "norm": str,
+    "options": str,
+    "attacked": str,
+    "view": str,
+    "task": str,
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inputs", nargs="*", default=[], type=Path, help="evaluation CSVs")
+    p.add_argument("--inputs-from", type=Path, help="a file listing evaluation CSVs, one path per line")
+    p.add_argument("--out", required=True, type=Path, help="results/vulnerability.csv")
+
+
+def read_eval(path: Path) -> pd.DataFrame:
+    """One evaluation CSV, checked for the contract's columns."""
+    try:
+        df = pd.read_csv(
+            path,
+            dtype=_STR,
+            keep_default_na=False,
+            na_values={c: ["", "nan", "NaN"] for c in EVAL_COLUMNS if c not in _STR},
+        )
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ValueError(f"{path}: cannot read the evaluation CSV: {e}") from None
+    missing = [c for c in EVAL_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: malformed evaluation CSV, missing column(s) {missing}")
+    for c in ("epoch", "sample", "clean_loss", "adv_loss", "clean_error", "adv_error"):
+        if len(df) and not pd.api.types.is_numeric_dtype(df[c]):
+            bad = df[c][pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()].iloc[0]
+            raise ValueError(f"{path}: malformed evaluation CSV, column {c!r} has a non-number {bad!r}")
+    return df
+
+
+def _letters(ids: str) -> str:
+    from .. import tasks as T
+
+    return T.letters(ids.split("+")) if ids else ""
+
+
+def reduce_eval(df: pd.DataFrame) -> pd.DataFrame:
+    """The vulnerability rows of one (or several concatenated) evaluation tables."""
+    rows = []
+    for key, g in df.groupby(["model_id", "epoch", "attack", "attacked"], sort=False):
+        attacked = key[3].split("+")
+        by_task = {t: gt for t, gt in g.groupby("task", sort=False)}
+        av = (
+            M.adversarial_vulnerability(
+                {t: _by_sample(by_task, t, "clean_loss") for t in attacked},
+                {t: _by_sample(by_task, t, "adv_loss") for t in attacked},
+                attacked,
+            )
+            if all(t in by_task for t in attacked)
+            else float("nan")
+        )
+        for _t, gt in by_task.items():
+            rv = M.relative_vulnerability(gt["clean_error"], gt["adv_error"])
+            rr = M.relative_vulnerability_ratio_of_means(gt["clean_error"], gt["adv_error"])
+            first = gt.iloc[0]
+            rows.append(
+                {
+                    **{c: first[c] for c in IDENT},
+                    "n": rv.n,
+                    "n_skipped": rv.n_skipped,
+                    "clean_loss": np.nanmean(gt["clean_loss"]) if gt["clean_loss"].notna().any() else np.nan,
+                    "adv_loss": np.nanmean(gt["adv_loss"]) if gt["adv_loss"].notna().any() else np.nan,
+                    "clean_error": np.nanmean(gt["clean_error"])
+                    if gt["clean_error"].notna().any()
+                    else np.nan,
+                    "adv_error": np.nanmean(gt["adv_error"]) if gt["adv_error"].notna().any() else np.nan,
+                    "rel_vuln": rv.value,
+                    "rel_vuln_ratio_of_means": rr.value,
+                    "adv_vulnerability": av,
+                    "dataset_clean_miou": first["dataset_clean_miou"],
+                    "dataset_adv_miou": first["dataset_adv_miou"],
+                }
+            )
+    return pd.DataFrame(rows, columns=OUT_COLUMNS[: OUT_COLUMNS.index("seed")])
+
+
+def _by_sample(by_task, task, col) -> np.ndarray:
+    g = by_task[task].sort_values("sample", kind="stable")
+    return g[col].to_numpy(dtype=np.float64)
+
+
+def add_helpers(out: pd.DataFrame) -> pd.DataFrame:
+    """Parsed columns for tables/figures: seed, main, n_tasks, letters, attacked_letters, task_letter."""
+    from .. import tasks as T
+
+    out = out.copy()
+    out["seed"] = out["model_id"].str.extract(r"-s(\d+)$", expand=False).astype("Int64")
+    first = out["tasks"].str.split("+").str[0]
+    out["main"] = np.where(out["weighting"] == "uniform", "", first.map(lambda t: T.get(t).letter))
+    out["n_tasks"] = out["tasks"].str.count(r"\+") + 1
+    cache = {}
+    for col, src in (("letters", "tasks"), ("attacked_letters", "attacked"), ("task_letter", "task")):
+        out[col] = out[src].map(lambda s: cache.setdefault(s, _letters(s)))
+    return out[OUT_COLUMNS]
+
+
+def aggregate(paths) -> pd.DataFrame:
+    """The vulnerability table of several evaluation CSVs (rows sorted by the key)."""
+    parts = []
+    for p in paths:
+        try:
+            parts.append(reduce_eval(read_eval(Path(p))))
+        except (ValueError, TypeError, KeyError) as e:
+            msg = str(e)
+            named = msg if msg.startswith(str(p)) else f"{p}: malformed evaluation CSV: {msg}"
+            raise ValueError(named) from None
+    if not parts:
+        raise ValueError("no evaluation CSV given (--inputs / --inputs-from)")
+    out = pd.concat(parts, ignore_index=True)
+    dup = out.duplicated(KEY)
+    if dup.any():
+        raise ValueError(
+            f"the same (model, epoch, attack, attacked, task) appears in several inputs: "
+            f"{out.loc[dup, KEY].head(3).to_dict('records')}"
+        )
+    return add_helpers(out.sort_values(KEY, kind="stable").reset_index(drop=True))
+
+
+def write_atomic(df: pd.DataFrame, out: Path, **kw) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        df.to_csv(tmp, index=False, **kw)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def input_paths(args) -> list[Path]:
+    paths = list(args.inputs)
+    if args.inputs_from:
+        try:
+            lines = Path(args.inputs_from).read_text().splitlines()
+        except OSError as e:
+            raise ValueError(f"--inputs-from {args.inputs_from}: {e}") from None
+        paths += [Path(s.strip()) for s in lines if s.strip()]
+    return paths
+
+
+def run(args) -> int:
+    df = aggregate(input_paths(args))
+    write_atomic(df, args.out, float_format="%.9g")
+    print(f"wrote {len(df)} rows to {args.out}")
+    return 0

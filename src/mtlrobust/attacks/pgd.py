@@ -1,0 +1,79 @@
+"""PGD: projected gradient descent (ascent on the loss) with random start and restarts.
+
+Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks", ICLR 2018,
+https://arxiv.org/abs/1706.06083
+
+Distance: L-inf (``x += step_size * sign(g)``) or L2 (``x += step_size * g / (||g||_2 + 1e-10)``),
+then per-sample projection onto the eps-ball and clipping to [0, 1]. The arithmetic is torchattacks'
+``PGD`` / ``PGDL2`` (3.5.1), so with the same start the output is bit-identical to theirs.
+
+Arguments:
+    model: callable, x -> tensor or dict of task outputs; run in eval mode, mode restored after.
+    loss: (outputs, y) -> per-sample loss [B] to increase (e.g. a ``MultiTaskObjective``).
+    x: [B, ...] inputs in [0, 1] (not modified); y: anything ``loss`` understands.
+    eps (required): ball radius in input units (8/255 in the paper). eps = 0 returns x.
+    norm: "linf" | "l2". (Default: "linf")
+    steps: number of steps. (Default: 25, the paper's)
+    step_size: None -> eps / 4 (2/255 at eps = 8/255, the paper's). (Default: None)
+    random_start: True/"uniform" (uniform over the ball: cube for L-inf, volume for L2), "radius"
+        (torchattacks PGDL2's uniform radius), "sphere" (auto-attack's), False (start at x). (Default: True)
+    restarts: independent random starts; per sample the result with the highest loss is kept. (Default: 1)
+    return_best: return each sample's highest-loss iterate (start included, strict ``>``) instead of the
+        last one; costs one extra forward. (Default: False)
+    generator: torch.Generator, int seed or None (fresh OS seed); the global RNG is never used.
+
+Returns x_adv, same shape/dtype/device as x.
+
+Example::
+    >>> obj = MultiTaskObjective("seg+depth_z")
+    >>> x_adv = pgd(model, obj, x, (targets, masks), eps=8 / 255, steps=25, generator=0)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _common as C
+
+
+def pgd(
+    model,
+    loss,
+    x,
+    y,
+    *,
+    eps,
+    norm="linf",
+    steps=25,
+    step_size=None,
+    random_start=True,
+    restarts=1,
+    return_best=False,
+    generator=None,
+) -> torch.Tensor:
+    eps, norm, step_size = C.check_args(
+        eps, norm, steps=steps, step_size=step_size, restarts=restarts, random_start=random_start
+    )
+    if restarts > 1 and not random_start:
+        raise ValueError("restarts > 1 needs a random_start: every restart would be the same run")
+    x = x.detach()
+    if eps == 0:
+        return x.clone()
+    alpha = eps / 4 if step_size is None else step_size
+    kind = C.start_kind(random_start, norm)
+    gen = C.make_generator(generator, x.device) if kind else None
+    best = (None, None)  # (x, loss) per sample over restarts
+    with C.eval_mode(model):
+        for _ in range(restarts):
+            x_adv = C.random_start(x, eps, norm, kind, gen) if kind else x.clone()
+            run = (None, None)  # best iterate of this run
+            for _ in range(steps):
+                value, grad, _ = C.loss_and_grad(model, loss, x_adv, y)
+                if return_best:
+                    run = C.keep_better(*run, x_adv, value)
+                x_adv = C.ascend(x_adv, C.normalized_step(grad, norm), alpha, x, eps, norm)
+            if not return_best and restarts == 1:
+                return x_adv
+            run = C.keep_better(*run, x_adv, C.loss_at(model, loss, x_adv, y))
+            best = C.keep_better(*best, *run)
+    return best[0]

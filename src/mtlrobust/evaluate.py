@@ -1,0 +1,301 @@
+"""``mtlrobust evaluate``: attack one checkpoint with one attack spec, for several attacked subsets.
+
+The model and the split are loaded once; each batch is predicted clean once and then attacked once per
+attacked subset. The output is a tidy per-sample CSV (one row per attacked subset, sample and task of the
+model) that ``mtlrobust aggregate`` reduces. Randomness comes from one ``torch.Generator`` seeded by
+``--seed``, consumed in a fixed order, so a command run twice on CPU writes identical bytes.
+
+Start-up is kept cheap (this runs as hundreds of short jobs): no pandas or matplotlib here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+COLUMNS = [
+    "model_id",
+    "arch",
+    "weighting",
+    "tasks",
+    "epoch",
+    "attack",
+    "method",
+    "norm",
+    "eps",
+    "step_size",
+    "steps",
+    "restarts",
+    "options",
+    "attacked",
+    "sample",
+    "view",
+    "task",
+    "clean_loss",
+    "adv_loss",
+    "clean_error",
+    "adv_error",
+    "dataset_clean_miou",
+    "dataset_adv_miou",
+]
+SPEC_COLUMNS = ("method", "norm", "eps", "step_size", "steps", "restarts")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, type=Path, help="results/models/{model_id}/epoch{E}.pt")
+    p.add_argument(
+        "--data", required=True, type=Path, help="packed split folder (resources/{dataset}/packed/test)"
+    )
+    p.add_argument(
+        "--attack-json", required=True, help='attack spec, e.g. {"name": "pgd", "method": "pgd", ...}'
+    )
+    p.add_argument(
+        "--attacked",
+        action="append",
+        required=True,
+        metavar="TASKS",
+        help="attacked subset (task ids joined by '+' or letters); repeat for several subsets",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", required=True, type=Path, help="results/evals/{model_id}/epoch{E}/{attack}.csv")
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def parse_spec(text: str) -> dict:
+    """The attack spec JSON: a dict with at least "name" and "method"."""
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--attack-json is not valid JSON ({e}): {text!r}") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"--attack-json must be a JSON object, got {type(spec).__name__}: {text!r}")
+    missing = [k for k in ("name", "method") if k not in spec]
+    if missing:
+        raise ValueError(f"--attack-json lacks key(s) {missing}; got keys {sorted(spec)}")
+    return spec
+
+
+def parse_attacked(subsets, model_tasks) -> list[list[str]]:
+    """Attacked subsets as lists of task ids in registry order, checked against the model's tasks."""
+    from . import tasks as T
+
+    out = []
+    for s in subsets:
+        try:
+            ids = [t.id for t in T.canonical(T.parse(s))]
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"--attacked {s!r}: {e.args[0]}") from None
+        bad = [t for t in ids if t not in model_tasks]
+        if bad:
+            raise ValueError(
+                f"--attacked {s!r}: task(s) {bad} are not tasks of the model; the model's tasks are "
+                f"{list(model_tasks)} ({T.letters(model_tasks)})"
+            )
+        if ids not in out:
+            out.append(ids)
+    return out
+
+
+def _num(v) -> str:
+    if v is None:
+        return ""
+    v = float(v)
+    return "nan" if math.isnan(v) else f"{v:.9g}"
+
+
+def read_views(split_dir: Path) -> list[str]:
+    """ "building/point/view" of each sample from the split's views.csv (row i = sample i)."""
+    path = Path(split_dir) / "views.csv"
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = ("building", "point", "view")
+    if rows and any(k not in rows[0] for k in need):
+        raise ValueError(f"{path}: expected columns {list(need)}, got {list(rows[0])}")
+    return [f"{r['building']}/{r['point']}/{r['view']}" for r in rows]
+
+
+# ------------------------------------------------------------------------------------------ the work
+def evaluate(
+    model,
+    meta: dict,
+    dataset,
+    views,
+    spec: dict,
+    attacked: list[list[str]],
+    *,
+    batch_size: int = 32,
+    limit: int | None = None,
+    seed: int = 0,
+    device="cpu",
+    progress: bool | None = None,
+) -> list[list[str]]:
+    """Rows (lists of strings, in ``COLUMNS`` order) of the evaluation CSV.
+
+    ``model(x)`` -> {task_id: output}; ``dataset.batch(idx)`` -> (x, targets, masks) as ``PackedDataset``;
+    ``views``: one label per sample. Rows are ordered by attacked subset, sample, then the model's task order.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from . import metrics as M
+    from . import tasks as T
+    from .attacks import run_attack
+
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1 (or left out for the whole split), got {limit}")
+    model_tasks = list(meta["tasks"])
+    seg = [t for t in model_tasks if T.get(t).is_segmentation]
+    n = len(dataset) if limit is None else min(int(limit), len(dataset))
+    if len(views) < n:
+        raise ValueError(f"views.csv lists {len(views)} views but the split has {n} samples")
+    gen = torch.Generator().manual_seed(int(seed))
+    per = {tuple(a): {t: ([], [], [], []) for t in model_tasks} for a in attacked}
+    conf = {(tuple(a), kind): None for a in attacked for kind in ("clean", "adv")}
+
+    def acc_conf(key, out, targets):
+        c = M.seg_confusion_sum(out[seg[0]], targets[seg[0]].to(out[seg[0]].device))
+        conf[key] = c if conf[key] is None else conf[key] + c
+
+    starts = range(0, n, batch_size)
+    bar = tqdm(
+        total=len(starts) * len(attacked),
+        desc=meta.get("model_id", "evaluate"),
+        unit="batch-attack",
+        disable=(not sys.stderr.isatty()) if progress is None else not progress,
+    )
+    for start in starts:
+        idx = list(range(start, min(start + batch_size, n)))
+        x, targets, masks = dataset.batch(idx)
+        x = x.to(device)
+        targets = {k: v.to(device) for k, v in targets.items()}
+        masks = {k: v.to(device) for k, v in masks.items()}
+        with torch.no_grad():
+            clean_out = model(x)
+        clean = M.task_metrics(clean_out, targets, masks, model_tasks)
+        for a in attacked:
+            key = tuple(a)
+            x_adv = run_attack(spec, model, x, (targets, masks), "+".join(a), generator=gen)
+            with torch.no_grad():
+                adv_out = model(x_adv)
+            adv = M.task_metrics(adv_out, targets, masks, model_tasks)
+            for t in model_tasks:
+                cols = per[key][t]
+                cols[0].extend(clean[t][0].tolist())
+                cols[1].extend(adv[t][0].tolist())
+                cols[2].extend(clean[t][1].tolist())
+                cols[3].extend(adv[t][1].tolist())
+            if seg:
+                acc_conf((key, "clean"), clean_out, targets)
+                acc_conf((key, "adv"), adv_out, targets)
+            bar.update(1)
+    bar.close()
+
+    options = {k: v for k, v in spec.items() if k not in ("name", *SPEC_COLUMNS)}
+    head = [
+        meta["model_id"],
+        meta["arch"],
+        meta["weighting"],
+        "+".join(model_tasks),
+        str(int(meta["epoch"])),
+        str(spec["name"]),
+        str(spec["method"]),
+        str(spec.get("norm") or ""),
+        _num(spec.get("eps")),
+        _num(spec.get("step_size")),
+        _int(spec.get("steps")),
+        _int(spec.get("restarts")),
+        json.dumps(options, sort_keys=True, separators=(",", ":")),
+    ]
+    rows = []
+    for a in attacked:
+        key = tuple(a)
+        mi = {}
+        for t in seg:
+            c, d = conf[(key, "clean")], conf[(key, "adv")]
+            mi[t] = (_num(M.miou(c)), _num(M.miou(d))) if c is not None else ("nan", "nan")
+        for i in range(n):
+            for t in model_tasks:
+                cl, al, ce, ae = (col[i] for col in per[key][t])
+                rows.append(
+                    head
+                    + [
+                        "+".join(a),
+                        str(i),
+                        views[i],
+                        t,
+                        _num(cl),
+                        _num(al),
+                        _num(ce),
+                        _num(ae),
+                        *mi.get(t, ("", "")),
+                    ]
+                )
+    return rows
+
+
+def _int(v) -> str:
+    return "" if v is None else str(int(v))
+
+
+def write_csv(rows, out: Path) -> None:
+    """Write rows under ``COLUMNS`` atomically (temp file in the same folder, then rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(COLUMNS)
+            w.writerows(rows)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: CUDA is not available on this machine (use --device auto or cpu)")
+    return name
+
+
+def run(args) -> int:
+    from .data.packed import PackedDataset
+    from .train import load_model
+
+    spec = parse_spec(args.attack_json)
+    device = resolve_device(args.device)
+    model, meta = load_model(args.checkpoint, device=device)
+    attacked = parse_attacked(args.attacked, meta["tasks"])
+    for p in model.parameters():  # attacks need input gradients only
+        p.requires_grad_(False)
+    dataset = PackedDataset(args.data, list(meta["tasks"]))
+    rows = evaluate(
+        model,
+        meta,
+        dataset,
+        read_views(args.data),
+        spec,
+        attacked,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        seed=args.seed,
+        device=device,
+    )
+    write_csv(rows, args.out)
+    print(f"wrote {len(rows)} rows to {args.out}")
+    return 0

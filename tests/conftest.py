@@ -1,0 +1,33 @@
+"""Shared session fixtures: a tiny synthetic Taskonomy (raw layout) and its packed splits."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtlrobust import tasks as T
+from mtlrobust.data.packed import prepare
+from mtlrobust.data.synthetic import synthesize
+
+# 3 buildings (train / val / test one each) x 2 points x 3 views, all 11 domains, 64 px.
+SYNTH = {"buildings": 3, "points": 2, "views": 3, "resolution": 64, "seed": 0}
+PACKED_RESOLUTION = 32
+
+
+@pytest.fixture(scope="session")
+def synthetic_params():
+    """The synthesize() arguments of ``synthetic_raw`` (buildings, points, views, resolution, seed)."""
+    return dict(SYNTH)
+
+
+@pytest.fixture(scope="session")
+def synthetic_raw(tmp_path_factory):
+    """Raw Taskonomy layout (omnitools) with train_val_test_split.csv at its root. Read-only."""
+    return synthesize(tmp_path_factory.mktemp("synthetic") / "raw", **SYNTH, progress=False)
+
+
+@pytest.fixture(scope="session")
+def packed_dir(synthetic_raw, tmp_path_factory):
+    """Packed root with train/ val/ test/ (6 views each) at 32 px for all 11 tasks. Read-only."""
+    out = tmp_path_factory.mktemp("packed") / "packed"
+    prepare(synthetic_raw, out, [t.id for t in T.TASKS], PACKED_RESOLUTION, progress=False)
+    return out

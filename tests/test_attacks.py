@@ -1,0 +1,376 @@
+"""Invariants of every attack and norm, the multi-task objective, WGD's purpose and run_attack's spec checks.
+
+A tiny dense multi-task net (seg + depth_z heads, with BatchNorm and Dropout so that the mode handling
+matters) on random data stands in for a Taskonomy model.
+"""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mtlrobust import tasks as T
+from mtlrobust.attacks import MultiTaskObjective, apgd, fgsm, mim, pgd, run_attack, wgd
+from mtlrobust.attacks import _common as C
+
+EPS = {"linf": 8 / 255, "l2": 0.5}
+
+
+class TinyMT(nn.Module):
+    def __init__(self, scale=None):
+        super().__init__()
+        self.trunk = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
+        )
+        self.heads = nn.ModuleDict({"seg": nn.Conv2d(8, 18, 1), "depth_z": nn.Conv2d(8, 1, 1)})
+        self.scale = scale or {}
+        self.calls, self.seen_training = 0, set()
+
+    def forward(self, x):
+        self.calls += 1
+        self.seen_training.add(self.training)
+        h = self.trunk(x * 2 - 1)
+        return {k: m(h) * self.scale.get(k, 1.0) for k, m in self.heads.items()}
+
+
+class ConstantMT(nn.Module):
+    """Outputs that do not depend on x: every input gradient is zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.seg = nn.Parameter(torch.randn(1, 18, 1, 1))
+        self.depth = nn.Parameter(torch.randn(1, 1, 1, 1))
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        return {"seg": self.seg.expand(b, 18, h, w), "depth_z": self.depth.expand(b, 1, h, w)}
+
+
+def batch(b=4, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(b, 3, size, size, generator=g)
+    seg = torch.randint(0, 18, (b, size, size), generator=g)
+    depth = torch.rand(b, 1, size, size, generator=g)
+    dmask = (torch.rand(b, 1, size, size, generator=g) > 0.3).float()
+    return x, ({"seg": seg, "depth_z": depth}, {"seg": (seg > 0).float()[:, None], "depth_z": dmask})
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return TinyMT()
+
+
+def attack(name, model, x, y, norm, eps=None, objective=None, **kw):
+    """Call one attack with small settings; wgd gets the objective's task losses."""
+    obj = objective or MultiTaskObjective("seg+depth_z")
+    eps = EPS[norm] if eps is None else eps
+    if name == "fgsm":
+        return fgsm(model, obj, x, y, eps=eps, norm=norm)
+    fn, loss = {"pgd": (pgd, obj), "mim": (mim, obj), "apgd": (apgd, obj), "wgd": (wgd, obj.task_losses())}[
+        name
+    ]
+    kw.setdefault("generator", 0)
+    if name == "mim":
+        kw.setdefault("random_start", True)
+    return fn(model, loss, x, y, eps=eps, norm=norm, steps=kw.pop("steps", 5), **kw)
+
+
+ATTACKS = ["fgsm", "pgd", "mim", "apgd", "wgd"]
+ALL = pytest.mark.parametrize("norm", ["linf", "l2"])
+
+
+def lp(d, norm):
+    return d.flatten(1).abs().amax(1) if norm == "linf" else C.l2_norm(d)
+
+
+# ------------------------------------------------------------------------------------------ invariants
+@ALL
+@pytest.mark.parametrize("name", ATTACKS)
+def test_invariants(model, name, norm):
+    x, y = batch()
+    x_copy = x.clone()
+    model.train()
+    model.trunk[1].eval()  # a mixed mode must come back exactly
+    flags = [m.training for m in model.modules()]
+    state = torch.get_rng_state()
+    x_adv = attack(name, model, x, y, norm)
+    assert torch.equal(torch.get_rng_state(), state)  # global RNG not consumed
+    assert torch.equal(x, x_copy)  # input untouched
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and x_adv.device == x.device
+    assert not torch.isnan(x_adv).any()
+    assert (lp(x_adv - x, norm) <= EPS[norm] + 1e-6).all()
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+    assert not torch.equal(x_adv, x)
+    assert [m.training for m in model.modules()] == flags
+    assert model.seen_training == {False}  # the attack ran the model in eval mode
+    assert torch.equal(attack(name, model, x, y, norm), x_adv)  # same seed, same output
+
+
+@ALL
+@pytest.mark.parametrize("name", ["pgd", "mim", "apgd", "wgd"])
+def test_seed_changes_output(model, name, norm):
+    x, y = batch()
+    a = attack(name, model, x, y, norm, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(a, attack(name, model, x, y, norm, generator=2))
+
+
+@ALL
+@pytest.mark.parametrize("name", ATTACKS)
+def test_zero_gradient_gives_no_nan(name, norm):
+    x, y = batch()
+    x_adv = attack(name, ConstantMT(), x, y, norm)
+    assert not torch.isnan(x_adv).any()
+    assert (lp(x_adv - x, norm) <= EPS[norm] + 1e-6).all()
+    if name in ("fgsm",):
+        assert torch.equal(x_adv, x)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_eps_zero_returns_x_without_running_the_model(model, name):
+    x, y = batch()
+    x_adv = attack(name, model, x, y, "linf", eps=0)
+    assert torch.equal(x_adv, x) and x_adv is not x and model.calls == 0
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_bad_arguments_are_named(model, name):
+    x, y = batch()
+    with pytest.raises(ValueError, match="eps"):
+        attack(name, model, x, y, "linf", eps=-0.1)
+    with pytest.raises(ValueError, match="norm"):
+        attack(name, model, x, y, "l1", eps=0.1)
+
+
+def test_loss_must_be_per_sample(model):
+    x, y = batch()
+    with pytest.raises(ValueError, match=r"per-sample loss of shape \[4\]"):
+        pgd(model, lambda out, y: out["depth_z"].mean(), x, y, eps=0.1, steps=1)
+
+
+def test_fgsm_first_order_increase_of_a_linear_loss():
+    """Loss w.x: FGSM raises it by exactly eps * ||w||_1 (L-inf) and eps * ||w||_2 (L2), no clipping."""
+    w = torch.randn(3, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x = torch.full((3, 3, 8, 8), 0.5, dtype=torch.float64)
+
+    def loss(out, y):
+        return out
+
+    def model(x):
+        return (w * x).flatten(1).sum(1)
+
+    eps = 0.01
+    up_inf = loss(model(fgsm(model, loss, x, None, eps=eps)), None) - model(x)
+    up_l2 = loss(model(fgsm(model, loss, x, None, eps=eps, norm="l2")), None) - model(x)
+    assert torch.allclose(up_inf, eps * w.flatten(1).abs().sum(1), rtol=1e-9)
+    assert torch.allclose(up_l2, eps * C.l2_norm(w), rtol=1e-8)
+
+
+def test_random_starts_stay_in_the_ball():
+    x = torch.rand(64, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    for norm, kinds in (("linf", ["uniform", "sphere"]), ("l2", ["uniform", "radius", "sphere"])):
+        for kind in kinds:
+            d = C.random_start(x, 0.1, norm, kind, g) - x
+            assert (lp(d, norm) <= 0.1 + 1e-6).all()
+    # uniform over the L2 ball's volume puts almost all mass near the sphere in high dimension
+    x = torch.full((64, 3, 8, 8), 0.5)
+    r_vol = C.l2_norm(C.random_start(x, 0.1, "l2", "uniform", g) - x)
+    r_rad = C.l2_norm(C.random_start(x, 0.1, "l2", "radius", g) - x)
+    assert r_vol.min() > 0.09 and r_rad.median() < 0.08
+    with pytest.raises(ValueError, match="radius"):
+        C.start_kind("radius", "linf")
+
+
+# ----------------------------------------------------------------------------------- best / restarts
+@pytest.mark.parametrize("name", ["pgd", "apgd"])
+def test_restarts_and_best_never_lower_the_loss(model, name):
+    x, y = batch(seed=1)
+    obj = MultiTaskObjective("seg+depth_z")
+    model.eval()
+    kw = {"return_best": True} if name == "pgd" else {}
+    one = obj(model(attack(name, model, x, y, "linf", generator=3, **kw)), y)
+    three = obj(model(attack(name, model, x, y, "linf", generator=3, restarts=3, **kw)), y)
+    assert (three >= one).all()  # restart 1 of 3 is the single run (same generator)
+    if name == "pgd":
+        last = obj(model(attack(name, model, x, y, "linf", generator=3)), y)
+        assert (one >= last).all()
+
+
+# ------------------------------------------------------------------------------------------ objective
+def test_objective_one_nonzero_weight_equals_single_task_attack(model):
+    x, y = batch()
+    for name in ("pgd", "apgd"):
+        single = attack(name, model, x, y, "linf", objective=MultiTaskObjective("seg"))
+        weighted = attack(
+            name, model, x, y, "linf", objective=MultiTaskObjective("sd", weights={"s": 1, "d": 0})
+        )
+        assert torch.equal(single, weighted)
+
+
+def test_objective_is_the_sum_of_registry_losses(model):
+    x, (targets, masks) = batch()
+    out = model.eval()(x)
+    obj = MultiTaskObjective(["seg", T.get("d")], weights={"seg": 2.0, "depth_z": 0.5})
+    expect = 2.0 * T.seg_cross_entropy(out["seg"], targets["seg"], None) + 0.5 * T.masked_l1(
+        out["depth_z"], targets["depth_z"], masks["depth_z"]
+    )
+    assert torch.allclose(obj(out, (targets, masks)), expect)
+    assert sorted(obj.task_losses()) == ["depth_z", "seg"]
+    with pytest.raises(ValueError, match="exactly the attacked tasks"):
+        MultiTaskObjective("sd", weights={"s": 1})
+    with pytest.raises(ValueError, match=">= 0"):
+        MultiTaskObjective("sd", weights={"s": 1, "d": -1})
+    with pytest.raises(KeyError, match="normal"):
+        MultiTaskObjective("n")(out, (targets, masks))
+
+
+def test_masked_pixels_contribute_no_gradient(model):
+    x, (targets, masks) = batch()
+    obj = MultiTaskObjective("seg+depth_z")
+    out = {k: v.detach().requires_grad_(True) for k, v in model.eval()(x).items()}
+    obj(out, (targets, masks)).sum().backward()
+    assert (out["depth_z"].grad[masks["depth_z"] == 0] == 0).all()
+    assert (out["seg"].grad.permute(0, 2, 3, 1)[targets["seg"] == 0] == 0).all()
+    # changing targets where they are masked changes nothing; an all-masked sample is not attacked
+    t2 = {"seg": targets["seg"], "depth_z": torch.where(masks["depth_z"] > 0, targets["depth_z"], 7.0)}
+    m2 = {"seg": masks["seg"], "depth_z": masks["depth_z"].clone()}
+    m2["depth_z"][0] = 0
+    depth = MultiTaskObjective("d")
+    a = attack("pgd", model, x, (targets, m2), "linf", objective=depth, random_start=False)
+    b = attack("pgd", model, x, (t2, m2), "linf", objective=depth, random_start=False)
+    assert torch.equal(a, b) and torch.equal(a[0], x[0]) and not torch.isnan(a).any()
+
+
+def test_seg_attack_raises_seg_error(model):
+    x, (targets, masks) = batch(b=8)
+    model.eval()
+    with torch.no_grad():
+        labels = model(x)["seg"].argmax(1)  # the clean prediction is the label: clean error 0
+    y = ({"seg": labels, "depth_z": targets["depth_z"]}, masks)
+    x_adv = attack("pgd", model, x, y, "linf", objective=MultiTaskObjective("seg"), steps=10)
+    with torch.no_grad():
+        clean, adv = (T.seg_error(model(v)["seg"], labels, None) for v in (x, x_adv))
+    assert clean.max() == 0 and adv.mean() > 0.1
+
+
+# ------------------------------------------------------------------------------------------------ wgd
+def test_wgd_reduces_to_pgd(model):
+    x, y = batch()
+    seg = MultiTaskObjective("seg")
+    # one task: r = 1, the normalised gradient has the same sign
+    assert torch.equal(
+        attack("wgd", model, x, y, "linf", objective=seg), attack("pgd", model, x, y, "linf", objective=seg)
+    )
+    # gamma = 0 without normalisation: plain PGD on the sum of the task losses
+    both = MultiTaskObjective("seg+depth_z")
+    plain = attack("wgd", model, x, y, "l2", objective=both, gamma=0, normalize_task_gradients=False)
+    assert torch.equal(plain, attack("pgd", model, x, y, "l2", objective=both))
+
+
+@pytest.mark.parametrize("dominant", ["depth_z", "seg"])
+def test_wgd_attacks_the_task_with_the_smaller_gradient(dominant):
+    """One task's output is scaled so that its gradient dominates the joint loss: uniform PGD then hardly
+    moves the other task's loss; WGD (defaults) must raise the smallest relative loss increase."""
+    torch.manual_seed(0)
+    model = TinyMT({dominant: 30.0 if dominant == "depth_z" else 10.0}).eval()
+    x, y = batch(b=8, seed=2)
+    obj = MultiTaskObjective("seg+depth_z")
+    losses = obj.task_losses()
+
+    def min_relative_increase(x_adv):
+        with torch.no_grad():
+            o0, o1 = model(x), model(x_adv)
+        return min(((f(o1, y) - f(o0, y)) / f(o0, y)).mean().item() for f in losses.values())
+
+    budget = dict(eps=4 / 255, steps=10, generator=1)
+    via_pgd = min_relative_increase(pgd(model, obj, x, y, **budget))
+    via_wgd = min_relative_increase(wgd(model, losses, x, y, **budget))
+    assert via_wgd > max(via_pgd, 0) * 2, (via_pgd, via_wgd)
+
+
+# ----------------------------------------------------------------------------------------- run_attack
+def test_run_attack_dispatches_like_direct_calls(model):
+    x, y = batch()
+    spec = {
+        "name": "pgd8",
+        "method": "pgd",
+        "norm": "linf",
+        "eps": 8 / 255,
+        "step_size": 2 / 255,
+        "steps": 3,
+        "restarts": 1,
+        "random_start": True,
+    }
+    direct = pgd(
+        model, MultiTaskObjective("seg+depth_z"), x, y, eps=8 / 255, step_size=2 / 255, steps=3, generator=0
+    )
+    assert torch.equal(run_attack(spec, model, x, y, "seg+depth_z", generator=0), direct)
+    w = {**spec, "method": "wgd", "gamma": 1.0, "normalize_task_gradients": False}
+    direct = wgd(
+        model,
+        MultiTaskObjective("sd").task_losses(),
+        x,
+        y,
+        eps=8 / 255,
+        step_size=2 / 255,
+        steps=3,
+        gamma=1.0,
+        normalize_task_gradients=False,
+        generator=0,
+    )
+    assert torch.equal(run_attack(w, model, x, y, ["s", "d"], generator=0), direct)
+    f = {
+        "method": "fgsm",
+        "norm": "l2",
+        "eps": 0.5,
+        "step_size": 0.5,
+        "steps": 1,
+        "restarts": 1,
+        "random_start": False,
+    }
+    assert torch.equal(
+        run_attack(f, model, x, y, "seg"), fgsm(model, MultiTaskObjective("seg"), x, y, eps=0.5, norm="l2")
+    )
+    a = {
+        "method": "apgd",
+        "eps": 8 / 255,
+        "steps": 4,
+        "rho": 0.5,
+        "schedule": "paper",
+        "weights": {"s": 1, "d": 0},
+    }
+    direct = apgd(
+        model, MultiTaskObjective("seg"), x, y, eps=8 / 255, steps=4, rho=0.5, schedule="paper", generator=0
+    )
+    assert torch.equal(run_attack(a, model, x, y, "sd", generator=0), direct)
+    assert torch.equal(run_attack({"method": "none", "eps": 0}, model, x, y, "seg"), x)
+    assert torch.equal(run_attack({**spec, "eps": 0.0}, model, x, y, "seg"), x)
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"method": "cw", "eps": 0.1}, "method must be one of"),
+        ({"method": "pgd"}, "needs 'eps'"),
+        ({"method": "pgd", "eps": -0.1}, "eps must be"),
+        ({"method": "pgd", "eps": "8/255"}, "eps must be"),
+        ({"method": "pgd", "eps": 0.1, "steps": 2.5}, "steps must be an integer"),
+        ({"method": "pgd", "eps": 0.1, "decay": 0.5}, "unknown option 'decay'"),
+        ({"method": "fgsm", "eps": 0.1, "steps": 5}, "has no 'steps'"),
+        ({"method": "mim", "eps": 0.1, "restarts": 2}, "has no 'restarts'"),
+        ({"method": "apgd", "eps": 0.1, "schedule": "cosine"}, "schedule"),
+        ({"method": "pgd", "eps": 0.1, "random_start": "gauss"}, "random_start"),
+        ({"method": "pgd", "eps": 0.1, "restarts": 2, "random_start": False}, "needs a random_start"),
+        ({"method": "wgd", "eps": 0.1, "gamma": float("nan")}, "gamma"),
+        ({"method": "none", "decay": 1}, "unknown keys"),
+    ],
+)
+def test_run_attack_rejects_bad_specs(model, spec, match):
+    x, y = batch()
+    with pytest.raises(ValueError, match=match):
+        run_attack(spec, model, x, y, "seg")

@@ -1,0 +1,182 @@
+"""The Snakemake workflow end to end on the tiny study (studies/test.yaml), and its config checks.
+
+The run happens in a temporary working directory (``--directory``), so the repository stays clean.
+"""
+
+import copy
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = yaml.safe_load((REPO / "studies" / "test.yaml").read_text())
+TABLES = ["table1", "table2", "table3", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs"]
+FIGURES = ["figure1", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs"]
+ANALYSIS_RULES = {"aggregate", "table", "figure", "all"}
+
+
+def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the repository's workflow on `config` inside `workdir`."""
+    configfile = workdir / "study.yaml"
+    configfile.write_text(yaml.safe_dump(config, sort_keys=False))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(configfile), "--cores", "2", *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def planned_jobs(output: str) -> list[tuple[str, dict]]:
+    """(rule, wildcards) of each job listed by a dry run."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        m = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not m:
+            continue
+        w = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        wildcards = dict(kv.split("=", 1) for kv in w.group(1).split(", ")) if w else {}
+        jobs.append((m.group(1), wildcards))
+    return jobs
+
+
+@pytest.fixture(scope="module")
+def study_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("study")
+    proc = snakemake(workdir, STUDY)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    return workdir
+
+
+def _read(run_dir: Path, name: str) -> pd.DataFrame:
+    md = run_dir / "results" / f"{name}.md"
+    assert "|" in md.read_text(), f"{md} has no Markdown table"
+    return pd.read_csv(run_dir / "results" / f"{name}.csv")
+
+
+def _all_finite(df: pd.DataFrame, columns) -> bool:
+    values = df[list(columns)].apply(pd.to_numeric, errors="coerce").to_numpy().ravel()
+    return len(values) > 0 and all(math.isfinite(v) for v in values)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["table1", "table2"])
+def test_tables_1_and_2_rows_are_attack_x_main_and_columns_weighting_x_aux(study_run, name):
+    df = _read(study_run, name)
+    letters = STUDY["tasks"]
+    cells = [f"{w}:{t}" for w in STUDY["weightings"] for t in letters]
+    assert list(df.columns) == ["attack", "main", *cells]
+    kinds = ["single", "multi"] if name == "table1" else STUDY["study"]["table2"]["attacks"]
+    mains = STUDY["study"][name]["mains"]
+    assert sorted(zip(df["attack"], df["main"], strict=True)) == sorted((k, m) for k in kinds for m in mains)
+    assert _all_finite(df, cells)
+
+
+@pytest.mark.slow
+def test_table3_has_one_row_per_proxy(study_run):
+    df = _read(study_run, "table3")
+    assert list(df.columns) == ["proxy", "target", "n", "pearson_r", "p_value"]
+    assert len(df) == 3 and (df["n"] >= 3).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs"])
+def test_rq1_sweeps_cover_every_setting_with_finite_values(study_run, name):
+    df = _read(study_run, name)
+    spec = STUDY["study"][name]
+    key = {"rq1_norm": "attacks", "rq1_eps": "attacks", "rq1_arch": "archs", "rq1_epochs": "epochs"}[name]
+    settings = spec[key]
+    assert df["value"].nunique() == len(settings)
+    assert set(df["kind"]) == {"single", "multi"}
+    assert _all_finite(df, ["rel_vuln", "single_task_rel_vuln"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FIGURES)
+def test_every_figure_is_drawn(study_run, name):
+    png = study_run / "results" / f"{name}.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (study_run / "results" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+@pytest.mark.slow
+def test_vulnerability_and_model_check(study_run):
+    vuln = pd.read_csv(study_run / "results" / "vulnerability.csv")
+    assert set(vuln["attack"]) == set(STUDY["attacks"])
+    assert vuln["rel_vuln"].notna().any()
+    models = pd.read_csv(study_run / "results" / "models.csv")
+    assert {"model_id", "epoch", "task", "val_error", "trivial_error", "beats_trivial"} <= set(models.columns)
+    assert (study_run / "results" / "theory.csv").stat().st_size > 0
+    assert any((study_run / "logs" / "train").rglob("*.log"))
+
+
+@pytest.mark.slow
+def test_report_collects_the_outputs(study_run):
+    proc = snakemake(study_run, STUDY, "--report", "report.html")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Report created" in proc.stdout + proc.stderr
+    assert (study_run / "report.html").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_second_run_has_nothing_to_do(study_run):
+    proc = snakemake(study_run, STUDY, "-n")
+    assert proc.returncode == 0, proc.stderr
+    assert planned_jobs(proc.stdout + proc.stderr) == []
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_changing_one_attack_reruns_only_its_jobs(study_run):
+    config = copy.deepcopy(STUDY)
+    config["attacks"]["wgd"]["steps"] += 1
+    proc = snakemake(study_run, config, "-n")
+    assert proc.returncode == 0, proc.stderr
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    evaluations = [w for rule, w in jobs if rule == "evaluate"]
+    assert evaluations and all(w["attack"] == "wgd" for w in evaluations)
+    assert {rule for rule, _ in jobs} <= ANALYSIS_RULES | {"evaluate"}, jobs
+
+
+def _bad(**changes):
+    config = copy.deepcopy(STUDY)
+    for path, value in changes.items():
+        *parents, leaf = path.split("__")
+        node = config
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return config
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (_bad(tasks=["s", "x"]), ["tasks", "'x'"]),
+        (_bad(tasks=[]), ["tasks", "non-empty"]),
+        (_bad(attacks__pgd__eps=0), ["attacks.pgd.eps", "> 0"]),
+        (_bad(attacks__pgd__eps="-8/255"), ["attacks.pgd.eps", "> 0"]),
+        (_bad(architectures=["resnet18", "vgg16"]), ["architectures", "'vgg16'"]),
+        (_bad(study__table1__mains=["n"]), ["study.table1.mains", "'n'", "not among the tasks"]),
+        (_bad(training__milestones=[1, 5]), ["training.milestones", "5", "training.epochs=2"]),
+    ],
+    ids=[
+        "unknown-letter",
+        "empty-tasks",
+        "eps-zero",
+        "eps-negative",
+        "unknown-arch",
+        "main-not-in-tasks",
+        "milestone-beyond-epochs",
+    ],  # fmt: skip
+)
+def test_bad_config_fails_before_any_job_with_a_clear_message(tmp_path, config, expected):
+    proc = snakemake(tmp_path, config, "-n", timeout=120)
+    message = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    for text in expected:
+        assert text in message, f"{text!r} not in:\n{message[-3000:]}"
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()

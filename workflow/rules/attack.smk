@@ -1,0 +1,27 @@
+"""Attacks: one job per (model, milestone, attack), running every attacked subset the study needs."""
+
+
+rule evaluate:
+    input:
+        ckpt="results/models/{model_id}/epoch{epoch}.pt",
+        data=packed_files(EVAL_SPLIT),
+    output:
+        "results/evals/{model_id}/epoch{epoch}/{attack}.csv",
+    log:
+        "logs/evaluate/{model_id}/epoch{epoch}/{attack}.log",
+    benchmark:
+        "logs/evaluate/{model_id}/epoch{epoch}/{attack}.benchmark.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: config["evaluation"]["threads"]
+    params:
+        attack=attack_json,
+        attacked=attacked_args,
+        evaluation=evaluation_params(),
+        limit=limit_flag(),
+        data=data_split_dir,
+    shell:
+        "OMP_NUM_THREADS={threads} python -m mtlrobust evaluate --checkpoint {input.ckpt}"
+        " --data {params.data} --attack-json {params.attack:q} {params.attacked}"
+        " --batch-size {params.evaluation[batch_size]} {params.limit} --seed {params.evaluation[seed]}"
+        " --device {params.evaluation[device]} --out {output} > {log} 2>&1"

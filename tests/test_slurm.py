@@ -25,8 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "tests" / "slurm"
 PROFILE = REPO / "profiles" / "slurm" / "profile.yaml"
 
-pytestmark = pytest.mark.slurm
-
 # What a laptop-sized test cluster needs on top of the real profile.
 TEST_OVERRIDES = {
     "slurm-status-command": "squeue",  # no slurmdbd here; MinJobAge=300 keeps finished jobs visible to squeue
@@ -148,6 +146,7 @@ def check_every_job_went_through_sbatch(log: str) -> tuple[Counter, set[str]]:
 
 
 # ------------------------------------------------------------------------------------ tests
+@pytest.mark.slurm
 def test_toy_workflow_runs_through_sbatch_with_gpus_and_groups(slurm_lab, tmp_path):
     """Cluster + profile mechanics in ~1 min: GPU rule, grouped light jobs, local rule."""
     proc = run_snakemake(tmp_path, "--snakefile", str(HARNESS / "toy" / "Snakefile"), timeout=240)
@@ -179,6 +178,7 @@ def _finite(df: pd.DataFrame) -> list[float]:
     return [v for v in values if not math.isnan(v)]
 
 
+@pytest.mark.slurm
 @pytest.mark.slow
 def test_test_study_runs_through_the_slurm_profile(slurm_lab, tmp_path):
     """studies/test.yaml end to end on the cluster: every job via sbatch, every output complete and finite.
@@ -213,3 +213,41 @@ def test_test_study_runs_through_the_slurm_profile(slurm_lab, tmp_path):
         assert len(df) > 0, f"{csv.name} is empty"
     for fig in results.glob("*.png"):
         assert fig.stat().st_size > 1000, f"{fig.name} looks empty"
+
+
+# ------------------------------------------------------------------------------------ mtlrobust plan
+EVALUATE = (
+    'python -m mtlrobust evaluate --attack-json \'{"method": "pgd", "steps": 25, "restarts": 1}\''
+    " --attacked seg --attacked seg+depth_z --limit 10 --out z"
+)
+DRY_RUN = f"""
+rule train:
+    wildcards: model_id=resnet18-uniform-seg-s0, epoch=50
+Shell command: python -m mtlrobust train --arch resnet18 --tasks seg --epochs 50  --out x > log 2>&1
+
+rule train:
+    wildcards: model_id=resnet18-uniform-seg-s0, epoch=150
+Shell command: python -m mtlrobust train --arch resnet18 --epochs 150 --resume-from m/epoch50.pt --out y
+
+rule evaluate:
+    wildcards: model_id=resnet18-uniform-seg-s0, epoch=150, attack=pgd
+Shell command: {EVALUATE}
+
+localrule all:
+    jobid: 0
+"""
+
+
+def test_plan_counts_jobs_and_charges_epochs_and_attack_passes():
+    from mtlrobust import plan
+
+    jobs = plan.parse_jobs(DRY_RUN)
+    assert [j["rule"] for j in jobs] == ["train", "train", "evaluate", "all"]
+    assert [plan.train_cost(j) for j in jobs[:2]] == [("resnet18", 50), ("resnet18", 100)]  # resumed at 50
+    assert plan.evaluate_cost(jobs[2]) == ("resnet18", 2, 25 + 2)
+    hours = plan.estimate(jobs, {"resnet18": 3600.0}, epoch_images=100, test_images=1000)
+    assert hours[("train", "resnet18")] == pytest.approx(150.0)  # 150 epochs x 1 h
+    # --limit 10 caps the 1000 test images: 10 images x 2 subsets x 27 passes x 36 s x 2/3.
+    assert hours[("evaluate", "resnet18")] == pytest.approx(10 * 2 * 27 * 36 * 2 / 3 / 3600)
+    with pytest.raises(SystemExit, match="resnet18"):  # no seconds for an architecture the study trains
+        plan.estimate(jobs, {"xception": 1.0}, 100, 1000)

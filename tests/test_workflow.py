@@ -5,6 +5,7 @@ The run happens in a temporary working directory (``--directory``), so the repos
 
 import copy
 import math
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +22,7 @@ FIGURES = ["figure1", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs"]
 ANALYSIS_RULES = {"aggregate", "table", "figure", "all"}
 
 
-def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     """Run the repository's workflow on `config` inside `workdir`."""
     configfile = workdir / "study.yaml"
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -45,7 +46,10 @@ def planned_jobs(output: str) -> list[tuple[str, dict]]:
 
 @pytest.fixture(scope="module")
 def study_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("study")
+    """The test study, run once. MTLROBUST_TEST_WORKDIR=DIR keeps the run there to inspect (and reuses it)."""
+    keep = os.environ.get("MTLROBUST_TEST_WORKDIR")
+    workdir = Path(keep) if keep else tmp_path_factory.mktemp("study")
+    workdir.mkdir(parents=True, exist_ok=True)
     proc = snakemake(workdir, STUDY)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     return workdir

@@ -16,7 +16,9 @@ from . import tasks as T
 
 ARCHS = ("resnet18", "resnet50", "resnet152", "wide_resnet50_2", "xception")
 _NAME = re.compile(r"^[A-Za-z0-9_]+$")
-_MODEL_ID = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<weighting>[A-Za-z0-9_]+)-(?P<tasks>[A-Za-z0-9_+]+)-s(?P<seed>\d+)$")
+_MODEL_ID = re.compile(
+    r"^(?P<arch>[A-Za-z0-9_]+)-(?P<weighting>[A-Za-z0-9_]+)-(?P<tasks>[A-Za-z0-9_+]+)-s(?P<seed>\d+)$"
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,9 @@ def model_spec(arch: str, weighting: str, tasks, seed: int = 0, main: str | None
 def parse_model_id(model_id: str) -> ModelSpec:
     m = _MODEL_ID.match(model_id)
     if not m:
-        raise ValueError(f"malformed model id {model_id!r}; expected {{arch}}-{{weighting}}-{{tasks}}-s{{seed}}")
+        raise ValueError(
+            f"malformed model id {model_id!r}; expected {{arch}}-{{weighting}}-{{tasks}}-s{{seed}}"
+        )
     ids = m["tasks"].split("+")
     spec = model_spec(m["arch"], m["weighting"], ids, int(m["seed"]), main=ids[0])
     if spec.id != model_id:

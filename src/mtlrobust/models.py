@@ -255,6 +255,11 @@ class MultiTaskNet(nn.Module):
         self.register_buffer("input_mean", torch.tensor(self.normalization["mean"]).view(1, 3, 1, 1))
         self.register_buffer("input_std", torch.tensor(self.normalization["std"]).view(1, 3, 1, 1))
 
+    def output_layer(self, task_id: str) -> nn.Conv2d:
+        """The last convolution of a task's decoder (its prediction layer)."""
+        dec = self.decoders[task_id]
+        return dec.out.pointwise if isinstance(dec, XceptionDecoder) else dec[-1]
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = x.shape[-2:]
         if x.dim() != 4 or x.shape[1] != 3 or h % INPUT_MULTIPLE or w % INPUT_MULTIPLE:

@@ -44,10 +44,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+
+if TYPE_CHECKING:  # torch is imported inside the loss functions: reading data and tables needs no torch
+    import torch
 
 DEPTH_INVALID_FROM = 64500  # raw depth >= this is invalid (65535 marks holes; margin as the reference)
 SEG_CLASSES = 18  # raw labels 0..17, 0 = uncertain (ignored)
@@ -110,6 +112,8 @@ def masked_l1(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
 
 def masked_mse(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-sample mean squared error over valid elements; NaN where no element is valid."""
+    import torch
+
     n = _spatial_sum(mask) * out.shape[1]
     err = _spatial_sum((out - target).square() * mask) / n.clamp_min(1.0)
     return torch.where(n > 0, err, torch.full_like(err, float("nan")))
@@ -117,15 +121,22 @@ def masked_mse(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
 
 def seg_cross_entropy(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-sample cross-entropy averaged over labelled pixels (label 0 = uncertain is ignored)."""
+    import torch.nn.functional as F
+
     ce = F.cross_entropy(out, target, reduction="none", ignore_index=0)
     valid = (target > 0).to(ce.dtype)
     return _spatial_sum(ce * valid) / _spatial_sum(valid).clamp_min(1.0)
 
 
 def seg_confusion(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample confusion matrices [B, 18, 18] (rows = label, cols = prediction), valid pixels only."""
+    """Per-sample confusion matrices [B, 18, 18] (rows = label, cols = prediction), valid pixels only.
+
+    Label 0 ("uncertain") is not a class: predictions are taken over classes 1..17.
+    """
+    import torch
+
     b, c = out.shape[:2]
-    pred = out.argmax(1).flatten(1)
+    pred = (out[:, 1:].argmax(1) + 1).flatten(1)
     lab = target.flatten(1)
     valid = lab > 0
     idx = lab * c + pred + (torch.arange(b, device=out.device) * c * c)[:, None]
@@ -135,6 +146,8 @@ def seg_confusion(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def miou_from_confusion(conf: torch.Tensor) -> torch.Tensor:
     """mIoU over the classes present in label or prediction; conf is [..., C, C]. NaN if none."""
+    import torch
+
     conf = conf.double()
     inter = conf.diagonal(dim1=-2, dim2=-1)
     union = conf.sum(-1) + conf.sum(-2) - inter
@@ -151,7 +164,7 @@ def seg_error(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
 
 # ------------------------------------------------------------------------------------------- the table
 Decode = Callable[[np.ndarray, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray]"]
-Loss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Loss = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -304,7 +317,10 @@ WEIGHTINGS = ("uniform", "paper")
 
 
 def task_weights(
-    tasks: Sequence[Task | str], weighting: str, main: str | None = None, explicit: Mapping[str, float] | None = None
+    tasks: Sequence[Task | str],
+    weighting: str,
+    main: str | None = None,
+    explicit: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
     """Loss weight per task id.
 
@@ -335,7 +351,9 @@ def task_weights(
     missing = [t.letter for t in ts if t.id not in w]
     extra = sorted(set(w) - {t.id for t in ts})
     if missing or extra:
-        raise ValueError(f"weighting {weighting!r}: missing weights for {missing}, weights for unknown {extra}")
+        raise ValueError(
+            f"weighting {weighting!r}: missing weights for {missing}, weights for unknown tasks {extra}"
+        )
     if any(v < 0 or not math.isfinite(v) for v in w.values()):
         raise ValueError(f"weighting {weighting!r}: weights must be finite and >= 0, got {w}")
     return {t.id: w[t.id] for t in ts}

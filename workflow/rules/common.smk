@@ -497,7 +497,17 @@ def spec_json(wildcards):
 
 def training_params():
     """Training settings that change the trained weights (threads and the milestone list do not)."""
-    keys = ("batch_size", "lr", "lr_gamma", "hflip", "amp", "device", "val_limit")
+    keys = (
+        "batch_size",
+        "lr",
+        "lr_gamma",
+        "hflip",
+        "amp",
+        "device",
+        "val_limit",
+        "bn_recalibrate",
+    )
+    keys += ("reference_init",)
     params = {k: TRAIN[k] for k in keys}
     params["lr_milestones"] = ",".join(str(m) for m in TRAIN["lr_milestones"])
     return params
@@ -516,6 +526,10 @@ def train_flags():
         f"--val-limit {TRAIN['val_limit']}" if TRAIN["val_limit"] is not None else ""
     ]
     flags += ["--hflip" if TRAIN["hflip"] else "", "--amp" if TRAIN["amp"] else ""]
+    flags += ["--reference-init" if TRAIN["reference_init"] else ""]
+    flags += [
+        f"--bn-recalibrate {TRAIN['bn_recalibrate']}" if TRAIN["bn_recalibrate"] else ""
+    ]
     return " ".join(f for f in flags if f)
 
 

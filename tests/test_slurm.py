@@ -106,14 +106,16 @@ def run_snakemake(workdir: Path, *args: str, timeout: int) -> subprocess.Complet
 
 
 # ---------------------------------------------------------------------------------- what went through sbatch
-def slurm_jobs(run_uuid: str) -> dict[str, str]:
-    """SLURM job id -> state of every job the run submitted (its SLURM job name is the run id)."""
-    out = subprocess.run(["squeue", "--states=all", "--noheader", "--format=%i|%T", "--name", run_uuid],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    return dict(line.split("|") for line in out.split())
+def slurm_jobs(lab: Path, run_uuid: str) -> dict[str, str]:
+    """SLURM job id -> final state of every job the run submitted (its SLURM job name is the run id).
+
+    Read from slurmctld's job completion log: squeue forgets finished jobs after MinJobAge (300 s)."""
+    text = (lab / "log" / "jobcomp.txt").read_text()
+    jobs = re.findall(r"JobId=(\d+) .*?Name=(\S+) JobState=(\S+)", text)
+    return {job: state for job, name, state in jobs if name == run_uuid}
 
 
-def check_every_job_went_through_sbatch(log: str) -> tuple[Counter, set[str]]:
+def check_every_job_went_through_sbatch(lab: Path, log: str) -> tuple[Counter, set[str]]:
     """Parse Snakemake's log: every finished non-local job was submitted with sbatch (alone or in a group job)
     and every submitted SLURM job COMPLETED. Returns (finished jobs per rule, SLURM job ids)."""
     assert "steps (100%) done" in log, log[-5000:]
@@ -139,8 +141,8 @@ def check_every_job_went_through_sbatch(log: str) -> tuple[Counter, set[str]]:
         f"submitted but not finished: {sorted((direct | members) - remote)}"
     )
     ids = {sid for _, sid in submitted}
-    states = slurm_jobs(run_uuid)
-    assert set(states) == ids, f"squeue lists {sorted(states)} for run {run_uuid}; the log: {sorted(ids)}"
+    states = slurm_jobs(lab, run_uuid)
+    assert set(states) == ids, f"SLURM ran {sorted(states)} for run {run_uuid}; the log: {sorted(ids)}"
     assert set(states.values()) == {"COMPLETED"}, states
     return Counter(finished.values()), ids
 
@@ -152,7 +154,7 @@ def test_toy_workflow_runs_through_sbatch_with_gpus_and_groups(slurm_lab, tmp_pa
     proc = run_snakemake(tmp_path, "--snakefile", str(HARNESS / "toy" / "Snakefile"), timeout=240)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-5000:]
-    per_rule, ids = check_every_job_went_through_sbatch(log)
+    per_rule, ids = check_every_job_went_through_sbatch(slurm_lab, log)
     assert per_rule == {"prepare": 3, "train": 2, "table": 2, "figure": 1, "summary": 1, "all": 1}
     # 1 data group + 2 train + 1 report group + summary = 5 submissions for 9 cluster jobs.
     assert len(ids) == 5
@@ -183,13 +185,13 @@ def _finite(df: pd.DataFrame) -> list[float]:
 def test_test_study_runs_through_the_slurm_profile(slurm_lab, tmp_path):
     """studies/test.yaml end to end on the cluster: every job via sbatch, every output complete and finite.
 
-    ~38 SLURM jobs, each starting Snakemake twice (jobstep plugin) plus the job: a few minutes on 2 idle
+    ~35 SLURM jobs, each starting Snakemake twice (jobstep plugin) plus the job: a few minutes on 2 idle
     cores, ~10 min on a loaded machine, hence the generous timeout."""
     proc = run_snakemake(tmp_path, "--snakefile", str(REPO / "Snakefile"),
                          "--configfile", str(REPO / "studies" / "test.yaml"), timeout=1500)  # fmt: skip
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-8000:]
-    per_rule, _ = check_every_job_went_through_sbatch(log)
+    per_rule, _ = check_every_job_went_through_sbatch(slurm_lab, log)
     assert per_rule["train"] > 0 and per_rule["evaluate"] > 0, per_rule
 
     # Same outputs as a local run would leave: Snakemake sees every output present and up to date.

@@ -16,35 +16,12 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics as M
+from ..evaluate import COLUMNS
 
 KEY = ["model_id", "epoch", "attack", "attacked", "task"]
-IDENT = [
-    "model_id",
-    "arch",
-    "weighting",
-    "tasks",
-    "epoch",
-    "attack",
-    "method",
-    "norm",
-    "eps",
-    "step_size",
-    "steps",
-    "restarts",
-    "options",
-    "attacked",
-    "task",
-]
-EVAL_COLUMNS = IDENT + [
-    "sample",
-    "view",
-    "clean_loss",
-    "adv_loss",
-    "clean_error",
-    "adv_error",
-    "dataset_clean_miou",
-    "dataset_adv_miou",
-]
+EVAL_COLUMNS = COLUMNS  # the per-sample evaluation CSV, as evaluate writes it
+_PER_SAMPLE = ("sample", "view", "clean_loss", "adv_loss", "clean_error", "adv_error")
+IDENT = [c for c in COLUMNS if c not in _PER_SAMPLE and not c.startswith("dataset_")]
 OUT_COLUMNS = IDENT + [
     "n",
     "n_skipped",

@@ -56,10 +56,11 @@ def test_decoder_size_is_the_reference_formula():
     assert two - one == 1_504_512 + 289 * 3
 
 
+@pytest.mark.parametrize("decoder", ["reference", "skip"])
 @pytest.mark.parametrize("arch", ["resnet18", "xception"])
-def test_outputs_keyed_by_task_at_input_resolution(arch):
+def test_outputs_keyed_by_task_at_input_resolution(arch, decoder):
     tids = ["seg", "normal", "curv"]
-    m = MultiTaskNet(arch, tids).eval()
+    m = MultiTaskNet(arch, tids, decoder=decoder).eval()
     x = torch.rand(2, 3, 64, 96)
     out = m(x)
     assert list(out) == tids
@@ -140,9 +141,25 @@ def _learnable_batch(task_ids, n=4, res=32, seed=0):
     return x, targets, masks
 
 
-def _fit(arch, task_ids, steps, lr):
+def test_skip_decoders_see_every_encoder_scale():
+    """A skip decoder's output depends on the shallow features, not only on the stride-32 representation."""
     torch.manual_seed(0)
-    m = MultiTaskNet(arch, task_ids)
+    m = MultiTaskNet("resnet50", ["depth_z"], decoder="skip").eval()
+    assert m.output_layer("depth_z") is m.decoders["depth_z"].out
+    x = torch.rand(1, 3, 64, 64)
+    feats = m.encoder.stages(x * 2 - 1)
+    assert [f.shape[1] for f in feats] == [*m.encoder.skip_channels, m.encoder.out_channels]
+    assert [f.shape[-1] for f in feats] == [32, 16, 8, 4, 2]
+    base = m.decoders["depth_z"](feats)
+    feats[0] = feats[0] + 1.0  # change only the stride-2 map
+    assert not torch.allclose(m.decoders["depth_z"](feats), base)
+    with pytest.raises(ValueError, match="unknown decoder 'unet'"):
+        MultiTaskNet("resnet18", ["seg"], decoder="unet")
+
+
+def _fit(arch, task_ids, steps, lr, decoder="reference"):
+    torch.manual_seed(0)
+    m = MultiTaskNet(arch, task_ids, decoder=decoder)
     opt = torch.optim.Adam(m.parameters(), lr=lr)
     x, y, mk = _learnable_batch(task_ids, n=2, res=32)
     hist = []
@@ -162,6 +179,14 @@ def test_overfits_all_eleven_tasks(arch):
     for tid in ALL:
         first, last = hist[0][tid], min(h[tid] for h in hist[-3:])
         assert last < 0.5 * first, f"{arch} {tid}: loss {first:.3f} -> {last:.3f}"
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "xception"])
+def test_skip_decoders_overfit_all_eleven_tasks(arch):
+    hist = _fit(arch, ALL, steps=12, lr=3e-3, decoder="skip")
+    for tid in ALL:
+        first, last = hist[0][tid], min(h[tid] for h in hist[-3:])
+        assert last < 0.5 * first, f"{arch} skip {tid}: loss {first:.3f} -> {last:.3f}"
 
 
 @pytest.mark.parametrize("arch", ["resnet50", "resnet152", "wide_resnet50_2"])

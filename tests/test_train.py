@@ -220,6 +220,7 @@ def test_checkpoint_checks_and_clear_errors(fake_root, tmp_path):
         ({"tasks": ["seg", "depth_z"]}, "tasks"),
         ({"seed": 1}, "seed"),
         ({"weights": {"seg": 1, "normal": 0.1}}, "weights"),
+        ({"decoder": "skip"}, "decoder"),
     ]:
         with pytest.raises(ValueError, match=f"{field}: checkpoint has"):
             load_model(out, expect=expect)
@@ -233,6 +234,8 @@ def test_checkpoint_checks_and_clear_errors(fake_root, tmp_path):
         train(_cfg(fake_root, tmp_path / "m/epoch2.pt", lr=1e-2, resume_from=str(out), val_limit=0))
     with pytest.raises(ValueError, match="model_id"):
         train(_cfg(fake_root, tmp_path / "m/epoch2.pt", arch="resnet18", resume_from=str(out), val_limit=0))
+    with pytest.raises(ValueError, match="decoder: checkpoint has 'reference', expected 'skip'"):
+        train(_cfg(fake_root, tmp_path / "m/epoch2.pt", decoder="skip", resume_from=str(out), val_limit=0))
 
 
 def test_nan_loss_stops_with_epoch_batch_task(tmp_path):

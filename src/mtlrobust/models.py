@@ -6,6 +6,11 @@ stages of [ConvTranspose k2 s2 + BN + ReLU, Conv3x3 + BN + ReLU] with widths bas
 the last Conv3x3 mapping 32 -> C_out with no BN/activation. ``xception`` is the reference's small
 Taskonomy Xception (``xception_taskonomy_small``), written here from its description.
 
+``decoder="skip"`` swaps the reference decoders for U-Net decoders with the same up-sampling widths that
+also concatenate the encoder's feature map of each scale. Why: the reference decoder sees only the stride-32
+representation, a 1 x 1 map at 32 px, so small CPU studies could not beat the constant predictor on
+segmentation and occlusion edges (measured in bench/BENCHMARKS.md); at the paper's 256 px keep "reference".
+
 Decoders live in an ``nn.ModuleDict`` keyed by task id (the reference's Xception used a position-keyed
 ModuleList, which silently swaps decoders when the task order changes). The model takes x in [0, 1] and
 normalises inside (default x * 2 - 1, the paper's [-1, 1] inputs), so attacks work in [0, 1] units.
@@ -32,6 +37,7 @@ _RESNETS = {  # arch -> (torchvision builder, channels of the representation)
     "wide_resnet50_2": ("wide_resnet50_2", 2048),
 }
 INPUT_MULTIPLE = 32  # input height/width must be a multiple of this (total encoder stride)
+DECODERS = ("reference", "skip")
 
 
 # --------------------------------------------------------------------------------------------- ResNet
@@ -43,13 +49,22 @@ class ResNetEncoder(nn.Module):
         import torchvision  # only ResNets need it (keeps `mtlrobust train --arch xception` start-up light)
 
         builder, self.out_channels = _RESNETS[arch]
+        c = self.out_channels
+        self.skip_channels = (64, c // 8, c // 4, c // 2)  # strides 2, 4, 8, 16
         net = getattr(torchvision.models, builder)(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at strides 2, 4, 8, 16 and 32 (the last is the representation)."""
+        x1 = self.relu(self.bn1(self.conv1(x)))
+        x2 = self.layer1(self.maxpool(x1))
+        x3 = self.layer2(x2)
+        x4 = self.layer3(x3)
+        return [x1, x2, x3, x4, self.layer4(x4)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.stages(x)[-1]
 
 
 def _up_stage(cin: int, cout: int) -> list[nn.Module]:
@@ -61,6 +76,32 @@ def _up_stage(cin: int, cout: int) -> list[nn.Module]:
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     ]
+
+
+class SkipDecoder(nn.Module):
+    """U-Net decoder: per scale, ConvT k2s2 + BN + ReLU, concatenate the encoder's map of that scale,
+    Conv3x3 + BN + ReLU; a bare Conv3x3 to C_out at the end. ``skip_channels`` run shallow to deep."""
+
+    def __init__(self, in_channels: int, skip_channels: Sequence[int], out_channels: int, widths):
+        super().__init__()
+        if len(widths) != len(skip_channels) + 1:
+            raise ValueError(f"{len(widths)} up-sampling stages need {len(widths) - 1} skip maps")
+        self.up, self.fuse = nn.ModuleList(), nn.ModuleList()
+        cin = in_channels
+        for w, skip in zip(widths, [*reversed(skip_channels), 0], strict=True):
+            self.up.append(nn.Sequential(nn.ConvTranspose2d(cin, w, 2, 2), nn.BatchNorm2d(w), nn.ReLU(True)))
+            self.fuse.append(
+                nn.Sequential(nn.Conv2d(w + skip, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(True))
+            )
+            cin = w
+        self.out = nn.Conv2d(cin, out_channels, 3, padding=1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x, skips = feats[-1], feats[-2::-1]
+        for i, (up, fuse) in enumerate(zip(self.up, self.fuse, strict=True)):
+            x = up(x)
+            x = fuse(torch.cat([x, skips[i]], 1) if i < len(skips) else x)
+        return self.out(x)
 
 
 class ResNetDecoder(nn.Sequential):
@@ -118,6 +159,7 @@ class XceptionEncoder(nn.Module):
     """Small Taskonomy Xception: 256 channels at 1/16 resolution."""
 
     out_channels = 256
+    skip_channels = (48, 96, 192)  # strides 2, 4, 8
 
     def __init__(self):
         super().__init__()
@@ -137,8 +179,15 @@ class XceptionEncoder(nn.Module):
         )
         self.head = nn.Sequential(SeparableConv2d(512, 256), nn.BatchNorm2d(256), nn.ReLU(inplace=False))
 
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at strides 2, 4, 8 and 16 (the last is the representation)."""
+        x1 = self.stem(x)
+        x2 = self.blocks[0](x1)
+        x3 = self.blocks[1](x2)
+        return [x1, x2, x3, self.head(self.blocks[2:](x3))]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.blocks(self.stem(x)))
+        return self.stages(x)[-1]
 
 
 class XceptionDecoder(nn.Module):
@@ -227,21 +276,28 @@ class MultiTaskNet(nn.Module):
         task_ids: Sequence[str],
         pretrained: str | Path | None = None,
         normalization: dict | None = None,
+        decoder: str = "reference",
     ):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHS)}")
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; expected one of {', '.join(DECODERS)}")
         ts = T.parse(list(task_ids))
-        self.arch = arch
+        self.arch, self.decoder = arch, decoder
         self.task_ids = [t.id for t in ts]
         if arch == "xception":
             self.encoder = XceptionEncoder()
-            dec = XceptionDecoder
+            dec, widths = XceptionDecoder, (96, 64, 48, 32)
         else:
             self.encoder = ResNetEncoder(arch)
-            dec = ResNetDecoder
+            dec, widths = ResNetDecoder, ResNetDecoder.WIDTHS
         c = self.encoder.out_channels
-        self.decoders = nn.ModuleDict({t.id: dec(c, t.channels) for t in ts})
+        if decoder == "skip":
+            skips = self.encoder.skip_channels
+            self.decoders = nn.ModuleDict({t.id: SkipDecoder(c, skips, t.channels, widths) for t in ts})
+        else:
+            self.decoders = nn.ModuleDict({t.id: dec(c, t.channels) for t in ts})
         _reference_init(self)
         if pretrained is not None:
             load_encoder_weights(self.encoder, pretrained)
@@ -258,6 +314,8 @@ class MultiTaskNet(nn.Module):
     def output_layer(self, task_id: str) -> nn.Conv2d:
         """The last convolution of a task's decoder (its prediction layer)."""
         dec = self.decoders[task_id]
+        if isinstance(dec, SkipDecoder):
+            return dec.out
         return dec.out.pointwise if isinstance(dec, XceptionDecoder) else dec[-1]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -267,7 +325,8 @@ class MultiTaskNet(nn.Module):
                 f"{self.arch}: input must be [B, 3, H, W] with H, W multiples of {INPUT_MULTIPLE}, "
                 f"got {tuple(x.shape)}"
             )
-        rep = self.encoder((x - self.input_mean) / self.input_std)
+        feats = self.encoder.stages((x - self.input_mean) / self.input_std)
+        rep = feats if self.decoder == "skip" else feats[-1]
         return {tid: self.decoders[tid](rep) for tid in self.task_ids}
 
 

@@ -18,8 +18,8 @@ n       normal          3     raw / 255 * 2 - 1  (R = right, G = down, B = forwa
 k       kp2d            1     clip(raw / 65535, 0, 0.005) / 0.005 * 2 - 1                  none
 K       kp3d            1     raw / 65535 * 2 - 1                                          depth
 e       edge2d          1     clip(raw / 65535, 0, 0.08) / 0.08 * 2 - 1                    none
-E       edge3d          1     raw / 65535 / 0.00625 * 2 - 1  (no clip; the reference's      depth
-                              extra Gaussian blur is not applied)
+E       edge3d          1     raw / 65535 / 0.00625 * 2 - 1, no clip, then a masked Gaussian   depth
+                              blur of sigma = side / 64 px (the reference's sigma 4 at 256 px)
 p       curv            2     (R - 123.572) / 31.922, (G - 120.1) / 21.658 on the 8-bit     depth
                               RGB values (the original code read this PNG as grey: bug)
 r       reshade         1     R / 255 * 2 - 1  (R = G = B)                                 depth
@@ -88,6 +88,21 @@ def _gray16_scaled(scale: float, clip: bool):
 
 _CURV_MEAN = np.array([123.572, 120.1], dtype=np.float32)[:, None, None]
 _CURV_STD = np.array([31.922, 21.658], dtype=np.float32)[:, None, None]
+
+
+def _blurred_occlusion_edges(raw, valid):
+    """The reference blurs occlusion edges (sigma 4 px at 256 px): thin, heavy-tailed edges become a smooth
+    band a decoder can regress. The blur is normalised over valid pixels so that the zeros stored where depth
+    is invalid do not darken the edges next to them."""
+    from scipy import ndimage
+
+    target, _ = _gray16_scaled(0.00625, False)(raw, valid)
+    sigma = raw.shape[0] / 64
+    m = valid.astype(np.float32)
+    num = ndimage.gaussian_filter(target[0] * m, sigma)
+    den = ndimage.gaussian_filter(m, sigma)
+    out = np.where(valid, num / np.maximum(den, 1e-6), target[0]).astype(np.float32)
+    return out[None], valid
 
 
 def _curvature(raw, valid):
@@ -246,7 +261,7 @@ TASKS: tuple[Task, ...] = (
     _t("k", "kp2d", "2D keypoints", "keypoints2d", "gray16", 1, _gray16_scaled(0.005, True), False),
     _t("K", "kp3d", "3D keypoints", "keypoints3d", "gray16", 1, _gray16_scaled(1.0, False), True),
     _t("e", "edge2d", "texture edges", "edge_texture", "gray16", 1, _gray16_scaled(0.08, True), False),
-    _t("E", "edge3d", "occlusion edges", "edge_occlusion", "gray16", 1, _gray16_scaled(0.00625, False), True,
+    _t("E", "edge3d", "occlusion edges", "edge_occlusion", "gray16", 1, _blurred_occlusion_edges, True,
        paper_aux_weights={"*": 0.1}),
     _t("p", "curv", "principal curvature", "principal_curvature", "rgb8", 2, _curvature, True),
     _t("r", "reshade", "reshading", "reshading", "rgb8", 1, _reshade, True),

@@ -36,7 +36,7 @@ import torch
 from . import __version__
 from . import tasks as T
 from .ids import ARCHS, ModelSpec, model_spec
-from .models import MultiTaskNet
+from .models import DECODERS, MultiTaskNet
 
 FORMAT = "mtlrobust-checkpoint/1"
 TRIVIAL_MAX_SAMPLES = 4096  # the trivial predictor's statistics use at most this many training views
@@ -65,6 +65,7 @@ class TrainConfig:
     out: str
     epochs: int
     weighting: str = "uniform"
+    decoder: str = "reference"  # models.DECODERS; part of what a checkpoint must match to be resumed
     main: str | None = None
     explicit_weights: dict[str, float] | None = None
     seed: int = 0
@@ -77,7 +78,8 @@ class TrainConfig:
     hflip: bool = False
     amp: bool = False
     device: str = "auto"
-    checkpoint_every: int = 200
+    checkpoint_every: int = 200  # batches between mid-epoch snapshots (0: none)
+    checkpoint_seconds: float = 60.0  # epoch-end snapshot only if the last one is older (a save costs ~1 s)
     val_limit: int | None = None
     threads: int | None = None
     pretrained: str | None = None
@@ -116,7 +118,7 @@ def check_expect(meta: Mapping, expect, path) -> None:
     """Raise ValueError naming ``path`` and every field where ``meta`` differs from ``expect``.
 
     ``expect`` is a ModelSpec or a dict with any of model_id, arch, tasks, weighting, weights, seed,
-    epoch, resolution. Tasks compare as sets of ids (letters allowed), weights per task to 1e-9.
+    epoch, resolution, decoder. Tasks compare as sets of ids (letters allowed), weights per task to 1e-9.
     """
     if expect is None:
         return
@@ -161,7 +163,9 @@ def checkpoint_meta(ckpt: Mapping) -> dict:
 
 def build_model(meta: Mapping) -> MultiTaskNet:
     """An untrained model with the architecture, tasks and input normalisation recorded in ``meta``."""
-    return MultiTaskNet(meta["arch"], meta["tasks"], normalization=meta["normalization"])
+    return MultiTaskNet(
+        meta["arch"], meta["tasks"], normalization=meta["normalization"], decoder=meta["decoder"]
+    )
 
 
 def load_model(path, device="cpu", expect=None) -> tuple[MultiTaskNet, dict]:
@@ -263,9 +267,7 @@ def trivial_predictor(ds, task_ids, batch_size: int = 64) -> dict[str, list[floa
     """The constant predictor every model must beat: the training-set mean target per channel, or the
     majority labelled class for segmentation."""
     stats = target_statistics(ds, task_ids, batch_size)
-    return {
-        tid: int(np.argmax(stats[tid])) if T.get(tid).is_segmentation else stats[tid] for tid in task_ids
-    }
+    return {tid: int(np.argmax(stats[tid])) if T.get(tid).is_segmentation else stats[tid] for tid in task_ids}
 
 
 def init_outputs_at_prior(model, stats: Mapping[str, list[float]]) -> None:
@@ -394,8 +396,11 @@ def _hparams(cfg: TrainConfig, n_train: int) -> dict:
     }
 
 
-def _check_resumable(ckpt: Mapping, path, spec: ModelSpec, weights, hp: dict, resolution: int) -> None:
-    check_expect(ckpt, {"model_id": spec.id, "weights": weights, "resolution": resolution}, path)
+def _check_resumable(
+    ckpt: Mapping, path, spec: ModelSpec, weights, hp: dict, resolution: int, decoder: str
+) -> None:
+    expect = {"model_id": spec.id, "weights": weights, "resolution": resolution, "decoder": decoder}
+    check_expect(ckpt, expect, path)
     diff = [
         f"{k}: checkpoint {ckpt['hparams'].get(k)!r}, now {hp[k]!r}"
         for k in _HPARAMS
@@ -438,7 +443,7 @@ def train(cfg: TrainConfig) -> dict:
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
 
     torch.manual_seed(cfg.seed)
-    model = MultiTaskNet(spec.arch, task_ids, pretrained=cfg.pretrained).to(device)
+    model = MultiTaskNet(spec.arch, task_ids, pretrained=cfg.pretrained, decoder=cfg.decoder).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=hp["lr_milestones"], gamma=cfg.lr_gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -453,7 +458,7 @@ def train(cfg: TrainConfig) -> dict:
     elif cfg.resume_from:
         state, src = load_checkpoint(cfg.resume_from), Path(cfg.resume_from)
     if state is not None:
-        _check_resumable(state, src, spec, weights, hp, resolution)
+        _check_resumable(state, src, spec, weights, hp, resolution, cfg.decoder)
         if state["epoch"] > cfg.epochs:
             raise ValueError(f"{src} is at epoch {state['epoch']}, past the target --epochs {cfg.epochs}")
         model.load_state_dict(state["model"], strict=True)
@@ -467,9 +472,7 @@ def train(cfg: TrainConfig) -> dict:
     else:
         epoch, start_batch, history, running = 0, 0, [], {}
         stats = target_statistics(train_ds, task_ids)
-        trivial = {
-            tid: int(np.argmax(v)) if T.get(tid).is_segmentation else v for tid, v in stats.items()
-        }
+        trivial = {tid: int(np.argmax(v)) if T.get(tid).is_segmentation else v for tid, v in stats.items()}
         if cfg.init_at_prior:
             init_outputs_at_prior(model, stats)
 
@@ -479,6 +482,7 @@ def train(cfg: TrainConfig) -> dict:
             "version": __version__,
             "model_id": spec.id,
             "arch": spec.arch,
+            "decoder": cfg.decoder,
             "tasks": task_ids,
             "main": spec.main,
             "weighting": spec.weighting,
@@ -501,6 +505,7 @@ def train(cfg: TrainConfig) -> dict:
         }
 
     pin = device.type == "cuda"
+    last_save = time.monotonic()
     model.train()
     while epoch < cfg.epochs:
         batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch)
@@ -549,6 +554,7 @@ def train(cfg: TrainConfig) -> dict:
             done = b + 1
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < len(batches):
                 _atomic_save(snapshot(done, {**running, "time_s": time.perf_counter() - t0}, False), partial)
+                last_save = time.monotonic()
         bar.close()
         nb = len(batches)
         row = {"epoch": epoch + 1, "lr": lr, "time_s": round(time.perf_counter() - t0, 3)}
@@ -564,8 +570,9 @@ def train(cfg: TrainConfig) -> dict:
         history.append(row)
         epoch, start_batch, running = epoch + 1, 0, {}
         _write_log(log_path, history)
-        if epoch < cfg.epochs:
+        if epoch < cfg.epochs and time.monotonic() - last_save >= cfg.checkpoint_seconds:
             _atomic_save(snapshot(0, {}, False), partial)
+            last_save = time.monotonic()
     final = snapshot(0, {}, True)
     _atomic_save(final, out)
     _write_log(log_path, history)
@@ -578,6 +585,12 @@ def train(cfg: TrainConfig) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="packed dataset root with train/ and val/ folders")
     p.add_argument("--arch", required=True, choices=ARCHS)
+    p.add_argument(
+        "--decoder",
+        default="reference",
+        choices=DECODERS,
+        help="reference: the paper's decoders; skip: U-Net decoders fed every encoder scale (small inputs)",
+    )
     p.add_argument("--tasks", required=True, help="tasks as letters (sd) or ids joined by '+' (seg+depth_z)")
     p.add_argument(
         "--weighting",
@@ -616,7 +629,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--checkpoint-every",
         type=int,
         default=200,
-        help="batches between {out}.partial snapshots (0: epoch ends only)",
+        help="batches between mid-epoch {out}.partial snapshots (0: none)",
+    )
+    p.add_argument(
+        "--checkpoint-seconds",
+        type=float,
+        default=60.0,
+        help="write an epoch-end {out}.partial snapshot when the last one is at least this old",
     )
     p.add_argument(
         "--val-limit", type=int, default=None, help="validate on the first N val views (0: no validation)"
@@ -667,7 +686,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         hflip=args.hflip,
         amp=args.amp,
         device=args.device,
+        decoder=args.decoder,
         checkpoint_every=args.checkpoint_every,
+        checkpoint_seconds=args.checkpoint_seconds,
         val_limit=args.val_limit,
         threads=args.threads,
         pretrained=args.pretrained,

@@ -527,6 +527,7 @@ def train_flags():
     ]
     flags += ["--hflip" if TRAIN["hflip"] else "", "--amp" if TRAIN["amp"] else ""]
     flags += ["--reference-init" if TRAIN["reference_init"] else ""]
+    flags += [f"--decoder {config['model']['decoder']}"]
     flags += [
         f"--bn-recalibrate {TRAIN['bn_recalibrate']}" if TRAIN["bn_recalibrate"] else ""
     ]

@@ -2,9 +2,9 @@
 
 Why: the Taskonomy licence forbids redistribution, so tests and the default study need data that goes
 through the *real* reader (``data/taskonomy.py``). Each (building, point) is a room (floor, walls,
-ceiling, a window whose pixels are invalid, 4-7 textured boxes / spheres / cylinders of several
-semantic classes); each view is a camera pose inside it. All 11 domains come from one ray cast, so
-geometry is consistent across domains:
+ceiling, a window whose pixels are invalid, 4-7 textured boxes / spheres / cylinders of 16 semantic
+classes, each class with its own shape, hue and texture); each view is a camera pose inside it. All 11
+domains come from one ray cast, so geometry is consistent across domains:
 
 - depth_zbuffer = round(z * 512), depth_euclidean = round(z * sqrt(1 + (u^2 + v^2) / f^2) * 512),
   f = (R / 2) / tan(fov / 2), u, v = pixel-centre offsets; 65535 where invalid (window);
@@ -25,6 +25,7 @@ Same seed => same bytes (every random draw comes from ``np.random.default_rng`` 
 from __future__ import annotations
 
 import argparse
+import colorsys
 import io
 import json
 import logging
@@ -58,6 +59,23 @@ _NAMES = (
 _EPS = 1e-6
 
 
+def _class_looks() -> tuple[tuple[str, tuple[float, float, float], int, float], ...]:
+    """(shape, albedo, texture pattern, texture scale) of object classes 2..17.
+
+    A class must be recognisable from its appearance, as chairs are in real images: otherwise no model
+    can beat the majority-class predictor on segmentation. Hues are spread round the colour wheel;
+    shape and texture repeat with other periods so that neighbouring hues differ in more than colour.
+    """
+    looks = []
+    for i in range(16):
+        r, g, b = colorsys.hsv_to_rgb(i / 16, 0.75, 0.95)
+        looks.append((("box", "sphere", "cylinder")[i % 3], (r, g, b), (i // 3) % 3, 0.1 + 0.05 * (i % 4)))
+    return tuple(looks)
+
+
+CLASS_LOOKS = _class_looks()
+
+
 def building_names(n: int) -> list[str]:
     """n distinct lowercase alphabetic building names (no '_', none of them forbidden)."""
     letters = "abcdefghijklmnopqrstuvwxyz"
@@ -85,14 +103,15 @@ def _scene(seed: int, building: int, point: int) -> dict:
     }
     objects = []
     for _ in range(int(rng.integers(4, 8))):
-        kind = ("box", "sphere", "cylinder")[int(rng.integers(3))]
+        label = int(rng.integers(2, 2 + len(CLASS_LOOKS)))
+        kind, albedo, pattern, scale = CLASS_LOOKS[label - 2]
         cx, cz = rng.uniform(0.6, size[0] - 0.6), rng.uniform(0.6, size[2] - 0.6)
         o = {
             "kind": kind,
-            "label": int(rng.integers(2, 18)),
-            "albedo": rng.uniform(0.2, 0.95, 3),
-            "pattern": int(rng.integers(3)),
-            "scale": rng.uniform(0.08, 0.3),
+            "label": label,
+            "albedo": np.asarray(albedo) * rng.uniform(0.85, 1.0),  # same hue, varying brightness
+            "pattern": pattern,
+            "scale": scale * rng.uniform(0.8, 1.25),
         }
         if kind == "box":
             half = rng.uniform(0.2, 0.5, 3) * np.array([1.0, 1.5, 1.0])

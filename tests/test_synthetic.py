@@ -197,3 +197,21 @@ def test_cli_synthesize(tmp_path):
 
 def test_generator_writes_every_registry_domain():
     assert set(syn.DOMAINS) == {t.domain for t in T.TASKS} | {T.DEPTH_MASK_DOMAIN}
+
+
+def test_semantic_classes_are_recognisable_by_appearance():
+    """Segmentation is learnable only if a class looks the same everywhere: across many rooms, every object
+    of a class has the class's shape, texture pattern and hue (brightness may vary)."""
+    assert len(syn.CLASS_LOOKS) == T.SEG_CLASSES - 2
+    hues = {tuple(np.round(np.asarray(a) / np.linalg.norm(a), 6)) for _, a, _, _ in syn.CLASS_LOOKS}
+    assert len(hues) == len(syn.CLASS_LOOKS)
+    seen = set()
+    for building in range(3):
+        for point in range(20):
+            for o in syn._scene(0, building, point)["objects"]:
+                kind, albedo, pattern, _ = syn.CLASS_LOOKS[o["label"] - 2]
+                assert o["kind"] == kind and o["pattern"] == pattern
+                np.testing.assert_allclose(o["albedo"] / np.linalg.norm(o["albedo"]),
+                                           np.asarray(albedo) / np.linalg.norm(albedo))  # fmt: skip
+                seen.add(o["label"])
+    assert seen == set(range(2, T.SEG_CLASSES))

@@ -71,12 +71,28 @@ def test_decode_gray16_scalings():
     e, _ = _dec("e", raw)
     assert e[0, 0, 3] == pytest.approx(2000 / 65535 / 0.08 * 2 - 1, abs=1e-5) and e[0, 0, 4] == 1
     valid = np.array([[True, True, False, True, True]])
-    E, Em = _dec("E", raw, valid)
-    assert E[0, 0, 4] == pytest.approx(2 / 0.00625 - 1)  # no clip
-    np.testing.assert_array_equal(Em, valid)
     K, Km = _dec("K", raw, valid)
     assert K[0, 0, 0] == -1 and K[0, 0, 4] == 1
     np.testing.assert_array_equal(Km, valid)
+
+
+def test_decode_occlusion_edges_blurred_over_valid_pixels():
+    """E = raw/65535/0.00625*2-1 (no clip), Gaussian-blurred with sigma = side/64 (4 px at 256) over valid
+    pixels only: the zeros stored where depth is invalid must not leak into valid pixels."""
+    raw = np.full((64, 64), 300, np.uint16)
+    valid = np.ones((64, 64), bool)
+    valid[:, :20] = False
+    raw[~valid] = 0
+    E, Em = _dec("E", raw, valid)
+    np.testing.assert_array_equal(Em, valid)
+    np.testing.assert_allclose(E[0][valid], 300 / 65535 / 0.00625 * 2 - 1, rtol=1e-5)
+    spike = np.zeros((64, 64), np.uint16)
+    spike[32, 32] = 60000
+    S, _ = _dec("E", spike, np.ones((64, 64), bool))
+    peak = 60000 / 65535 / 0.00625 * 2  # above the -1 floor, before the blur
+    assert S[0, 32, 32] + 1 == pytest.approx(peak / (2 * np.pi), rel=0.02)  # sigma 1: peak / (2 pi)
+    assert (S[0] + 1).sum() == pytest.approx(peak, rel=1e-3)  # mass kept
+    assert S[0, 32, 32] > 1  # no clip
 
 
 def test_decode_rgb8_tasks():

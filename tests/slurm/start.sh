@@ -18,11 +18,21 @@ getent hosts "$HOST" >/dev/null || cannot "hostname $HOST does not resolve (add 
 if (exec 3<>/dev/tcp/127.0.0.1/6817) 2>/dev/null; then
     cannot "port 6817 is in use: a slurmctld is already running on this machine"
 fi
+stale() {  # is $1 a link left by an earlier, killed test run (its lab removed, or none of its daemons alive)?
+    local link=$1 lab name pid
+    [ -L "$link" ] || return 1
+    [ -e "$link" ] || return 0
+    lab=$(dirname "$(dirname "$(readlink "$link")")")
+    [ -f "$lab/run/started.pids" ] || return 1  # not a lab of this script: leave it alone
+    while read -r name pid; do
+        [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ] && return 1
+    done < "$lab/run/started.pids"
+    return 0
+}
 mkdir -p /etc/slurm
 for f in slurm.conf gres.conf; do
     link=/etc/slurm/$f
-    # A link left by an earlier, killed test run points into a removed folder: replace it.
-    if [ -L "$link" ] && [ ! -e "$link" ]; then rm -f "$link"; fi
+    if stale "$link"; then rm -f "$link"; fi
     [ -e "$link" ] && cannot "$link exists (a real SLURM configuration?); refusing to replace it"
 done
 

@@ -6,10 +6,11 @@ stages of [ConvTranspose k2 s2 + BN + ReLU, Conv3x3 + BN + ReLU] with widths bas
 the last Conv3x3 mapping 32 -> C_out with no BN/activation. ``xception`` is the reference's small
 Taskonomy Xception (``xception_taskonomy_small``), written here from its description.
 
-``decoder="skip"`` swaps the reference decoders for U-Net decoders with the same up-sampling widths that
-also concatenate the encoder's feature map of each scale. Why: the reference decoder sees only the stride-32
-representation, a 1 x 1 map at 32 px, so small CPU studies could not beat the constant predictor on
-segmentation and occlusion edges (measured in bench/BENCHMARKS.md); at the paper's 256 px keep "reference".
+``decoder="skip"`` swaps the reference decoders for U-Net decoders (up-sampling widths 256-128-64-48-32
+for ResNets as the reference, 96-64-48-32 for Xception) that also concatenate the encoder's map of each
+scale. Why: the reference decoder sees only the stride-32 representation, a 1 x 1 map at 32 px, so small
+CPU studies could not beat the constant predictor on segmentation and occlusion edges (measured in
+bench/BENCHMARKS.md); at the paper's 256 px keep "reference".
 
 Decoders live in an ``nn.ModuleDict`` keyed by task id (the reference's Xception used a position-keyed
 ModuleList, which silently swaps decoders when the task order changes). The model takes x in [0, 1] and

@@ -52,6 +52,7 @@ class ResNetEncoder(nn.Module):
         builder, self.out_channels = _RESNETS[arch]
         c = self.out_channels
         self.skip_channels = (64, c // 8, c // 4, c // 2)  # strides 2, 4, 8, 16
+        self.skip_widths = ResNetDecoder.WIDTHS  # up-sampling widths of a skip decoder (as the reference)
         net = getattr(torchvision.models, builder)(weights=None)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
@@ -161,6 +162,7 @@ class XceptionEncoder(nn.Module):
 
     out_channels = 256
     skip_channels = (48, 96, 192)  # strides 2, 4, 8
+    skip_widths = (96, 64, 48, 32)  # up-sampling widths of a skip decoder
 
     def __init__(self):
         super().__init__()
@@ -289,13 +291,13 @@ class MultiTaskNet(nn.Module):
         self.task_ids = [t.id for t in ts]
         if arch == "xception":
             self.encoder = XceptionEncoder()
-            dec, widths = XceptionDecoder, (96, 64, 48, 32)
+            dec = XceptionDecoder
         else:
             self.encoder = ResNetEncoder(arch)
-            dec, widths = ResNetDecoder, ResNetDecoder.WIDTHS
+            dec = ResNetDecoder
         c = self.encoder.out_channels
         if decoder == "skip":
-            skips = self.encoder.skip_channels
+            skips, widths = self.encoder.skip_channels, self.encoder.skip_widths
             self.decoders = nn.ModuleDict({t.id: SkipDecoder(c, skips, t.channels, widths) for t in ts})
         else:
             self.decoders = nn.ModuleDict({t.id: dec(c, t.channels) for t in ts})

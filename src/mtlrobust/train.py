@@ -263,11 +263,15 @@ def target_statistics(ds, task_ids, batch_size: int = 64) -> dict[str, list[floa
     return {tid: (sums[tid] / counts[tid].clamp_min(1)).tolist() for tid in task_ids}
 
 
+def constant_predictor(stats: Mapping[str, list[float]]) -> dict[str, list[float] | int]:
+    """The constant predictor of ``target_statistics``: mean target, or majority class for segmentation."""
+    return {tid: int(np.argmax(v)) if T.get(tid).is_segmentation else v for tid, v in stats.items()}
+
+
 def trivial_predictor(ds, task_ids, batch_size: int = 64) -> dict[str, list[float] | int]:
     """The constant predictor every model must beat: the training-set mean target per channel, or the
     majority labelled class for segmentation."""
-    stats = target_statistics(ds, task_ids, batch_size)
-    return {tid: int(np.argmax(stats[tid])) if T.get(tid).is_segmentation else stats[tid] for tid in task_ids}
+    return constant_predictor(target_statistics(ds, task_ids, batch_size))
 
 
 def init_outputs_at_prior(model, stats: Mapping[str, list[float]]) -> None:
@@ -472,7 +476,7 @@ def train(cfg: TrainConfig) -> dict:
     else:
         epoch, start_batch, history, running = 0, 0, [], {}
         stats = target_statistics(train_ds, task_ids)
-        trivial = {tid: int(np.argmax(v)) if T.get(tid).is_segmentation else v for tid, v in stats.items()}
+        trivial = constant_predictor(stats)
         if cfg.init_at_prior:
             init_outputs_at_prior(model, stats)
 

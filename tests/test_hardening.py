@@ -1,0 +1,120 @@
+"""Shared helpers every stage relies on: atomic writes, budget parsing, device resolution."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+
+import pytest
+
+from mtlrobust import device as D
+from mtlrobust import files as F
+from mtlrobust import values as V
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if ".tmp" in p.name)
+
+
+# ------------------------------------------------------------------------------------------ files
+def test_atomic_write_replaces_only_on_success(tmp_path):
+    out = tmp_path / "sub" / "a.txt"
+    F.write_text(out, "old")
+    with pytest.raises(RuntimeError), F.atomic_path(out) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert out.read_text() == "old"
+    assert _leftovers(out.parent) == []
+    F.write_csv(out, ["a", "b"], [[1, 2]])
+    assert out.read_text() == "a,b\n1,2\n"
+
+
+def test_atomic_write_on_a_folder_names_it_and_leaves_no_temp(tmp_path):
+    (tmp_path / "out.csv").mkdir()
+    with pytest.raises(IsADirectoryError, match="out.csv: it is a folder"):
+        F.write_text(tmp_path / "out.csv", "x")
+    assert _leftovers(tmp_path) == []
+
+
+def test_disk_full_is_one_line_naming_the_target(tmp_path, monkeypatch):
+    real_open = open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, _):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, k):
+            return getattr(self.f, k)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.f.close()
+
+    monkeypatch.setattr("builtins.open", lambda *a, **k: Full(real_open(*a, **k)))
+    out = tmp_path / "table.csv"
+    with pytest.raises(F.DiskFullError) as e:
+        F.write_csv(out, ["a"], [[1]])
+    assert str(e.value) == f"disk full while writing {out}"
+    monkeypatch.undo()
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_torch_save_is_atomic(tmp_path):
+    import torch
+
+    out = tmp_path / "m.pt"
+    F.torch_save(out, {"w": torch.ones(2)})
+    assert torch.equal(torch.load(out, weights_only=True)["w"], torch.ones(2))
+    assert _leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------ values
+@pytest.mark.parametrize(
+    "text, want", [("8/255", 8 / 255), ("8 / 255", 8 / 255), (0.03, 0.03), ("0", 0.0), (1, 1.0)]
+)
+def test_budget_accepts_numbers_and_fractions(text, want):
+    assert V.budget(text, "eps") == pytest.approx(want)
+
+
+@pytest.mark.parametrize(
+    "bad", ["8", 8, 1.5, "-0.1", "nan", "inf", float("nan"), "1/0", "eight", True, None, [1]]
+)
+def test_budget_rejects_naming_the_key(bad):
+    with pytest.raises(ValueError, match=r"^attacks\.pgd\.eps: expected a number or a fraction like 8/255"):
+        V.budget(bad, "attacks.pgd.eps")
+
+
+def test_budget_positive_rejects_zero():
+    with pytest.raises(ValueError, match="0 < value"):
+        V.budget("0", "step_size", positive=True)
+
+
+def test_budget_arg_reports_through_argparse(capsys):
+    p = argparse.ArgumentParser(prog="mtlrobust theory")
+    p.add_argument("--eps", type=V.budget_arg("--eps"))
+    assert p.parse_args(["--eps", "8/255"]).eps == pytest.approx(8 / 255)
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["--eps", "8"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("mtlrobust theory: error: argument --eps: expected a number or a fraction")
+    assert err.endswith("got '8'")
+
+
+# ------------------------------------------------------------------------------------------ device
+def test_device_resolver(monkeypatch):
+    import torch
+
+    assert D.resolve("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert D.resolve("auto").type == "cpu"
+    with pytest.raises(ValueError, match=r"^--device cuda: CUDA is not available"):
+        D.resolve("cuda")
+    with pytest.raises(ValueError, match="expected one of auto, cpu, cuda"):
+        D.resolve("gpu")

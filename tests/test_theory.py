@@ -81,23 +81,36 @@ def test_statistics_theorem2_and_first_order_match_closed_form(norm):
     th2 = {(x["order"], x["step"]): x["value"] for x in rows if x["quantity"] == "theorem2"}
     assert th2[("", "")] == pytest.approx(math.sqrt((1 + 2 / 3 * s) / 3))
     assert th2[("dDe", 1)] == pytest.approx(1.0)  # one task: sqrt(1 / 1)
-    fo = {(x["order"], x["step"]): x["value"] for x in rows if x["quantity"] == "first_order_vuln"}
+
+    def by(quantity, weighting, col="value"):
+        return {
+            (x["order"], x["step"]): x[col]
+            for x in rows
+            if x["quantity"] == quantity and x["weighting"] == weighting
+        }
+
+    fo, fo_mean = by("first_order_vuln", "sum"), by("first_order_vuln", "mean")
     assert fo[("edD", 2)] == pytest.approx(eps * np.linalg.norm(r["edge2d"] + r["depth_z"], q))
     assert fo[("dDe", 3)] == pytest.approx(eps * np.linalg.norm(r[a] + r[b] + r[c], q))
-    marg = {(x["order"], x["step"]): x["value"] for x in rows if x["quantity"] == "first_order_marginal"}
+    # 1/N weighting (Theorems 2 and 4): the same joint gradient scaled by 1/N
+    assert fo_mean[("dDe", 3)] == pytest.approx(fo[("dDe", 3)] / 3)
+    assert fo_mean[("dDe", 1)] == pytest.approx(fo[("dDe", 1)])
+    marg, marg_mean = by("first_order_marginal", "sum"), by("first_order_marginal", "mean")
     assert marg[("dDe", 2)] == pytest.approx(fo[("dDe", 2)] - fo[("dDe", 1)])
+    assert marg_mean[("dDe", 3)] == pytest.approx(fo[("dDe", 3)] / 3 - fo[("dDe", 2)] / 2)
     n = {t: np.linalg.norm(r[t], q) for t in TASKS}
-    b4 = {
-        (x["order"], x["step"], x["quantity"]): x["value"]
-        for x in rows
-        if x["quantity"].startswith("theorem4")
-    }
-    # adding D (step 3) after e, d: N = 2
-    assert b4[("edD", 3, "theorem4_bound_mean")] == pytest.approx(eps * (n[b] + max(n[c], n[a])))
-    assert b4[("edD", 3, "theorem4_bound_sum")] == pytest.approx(eps * (3 * n[b] + 2 * max(n[c], n[a])))
-    # the first-order marginal never exceeds the bound (triangle inequality)
-    for (o, st), m in marg.items():
-        assert m <= b4[(o, st, "theorem4_bound_mean")] + 1e-12
+    bound, bound_mean = (
+        by("first_order_marginal", "sum", "bound"),
+        by("first_order_marginal", "mean", "bound"),
+    )
+    # adding D (step 3) after e, d: N = 2; the bound sits next to the marginal it bounds
+    assert bound_mean[("edD", 3)] == pytest.approx(eps * (n[b] + max(n[c], n[a])))
+    assert bound[("edD", 3)] == pytest.approx(eps * (3 * n[b] + 2 * max(n[c], n[a])))
+    # the first-order marginal never exceeds its bound (triangle inequality), under either weighting
+    for m, bd in ((marg, bound), (marg_mean, bound_mean)):
+        assert set(m) == set(bd) and len(m) == 4
+        for k, v in m.items():
+            assert v <= bd[k] + 1e-12
 
 
 def test_theorem2_uncorrelated_equal_variance_tasks():

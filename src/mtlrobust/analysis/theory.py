@@ -9,12 +9,13 @@ unweighted per-sample registry loss. Measured per sample and averaged over the s
   two tasks' gradients;
 * ``theorem2``: eq. (4) without its constant K, sqrt((1 + (2/M) sum_{i} sum_{j<i} Cov_ij / Cov_ii) / M),
   with the sample-averaged covariances, for the model's tasks and for each prefix of each order;
-* for each order in which tasks are enabled as attack targets (Figure 1) and each prefix T_N:
-  ``first_order_vuln`` = eps * E||sum_{i in T_N} r_i||_q (first-order E[dL] of the summed loss the attacks
-  maximise), ``first_order_marginal`` = its change when task N+1 is added, and Theorem 4's bound on that
-  change, eps * ((N+1) w_{N+1} E||r_{N+1}|| + N max_{i<=N} w_i E||r_i||), with w = 1/|T|
-  (``theorem4_bound_mean``, the paper's uniform case) and with w = 1 (``theorem4_bound_sum``, the summed
-  objective).
+* for each order in which tasks are enabled as attack targets (Figure 1) and each prefix T_N, under both
+  weightings of the attacked objective (column ``weighting``): ``sum`` (L = sum_i L_i, what the attacks
+  maximise) and ``mean`` (L = (1/N) sum_i L_i, the uniform weighting Theorems 2 and 4 assume):
+  ``first_order_vuln`` = eps * E||sum_{i in T_N} w_i r_i||_q (first-order E[dL]) and
+  ``first_order_marginal`` = its change when task N+1 is added, with Theorem 4's bound on that change in the
+  column ``bound``: eps * ((N+1) w_{N+1} E||r_{N+1}|| + N max_{i<=N} w_i E||r_i||), w = 1 (sum) or 1/|T|
+  (mean). Both weightings give the same attack direction (the step is scale-invariant); only E[dL] differs.
 """
 
 from __future__ import annotations
@@ -36,9 +37,12 @@ COLUMNS = [
     "tasks",
     "task",
     "other",
+    "weighting",
     "value",
+    "bound",
 ]
 DUAL = {"linf": 1, "l2": 2}
+WEIGHTINGS = ("sum", "mean")  # of the attacked objective: sum_i L_i, or (1/N) sum_i L_i (Theorems 2, 4)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -174,10 +178,11 @@ def theory_rows(stats: GradientStats, orders, eps: float) -> list[dict]:
     let = T.letters
     rows = []
 
-    def row(quantity, value, order="", step="", tasks="", task="", other=""):
+    def row(quantity, value, order="", step="", tasks="", task="", other="", weighting="", bound=""):
         rows.append(
-            dict(quantity=quantity, order=order, step=step, tasks=tasks, task=task, other=other, value=value)
-        )
+            dict(quantity=quantity, order=order, step=step, tasks=tasks, task=task, other=other,
+                 weighting=weighting, value=value, bound=bound)
+        )  # fmt: skip
 
     ts = stats.tasks
     norms = {t: stats.mean_norm(t) for t in ts}
@@ -191,25 +196,19 @@ def theory_rows(stats: GradientStats, orders, eps: float) -> list[dict]:
     row("theorem2", theorem2(stats.mean_cov, ts), tasks=let(ts))
     for order in orders:
         o = let(order)
-        prev = None
         for n in range(1, len(order) + 1):
-            prefix = order[:n]
-            fv = eps * stats.mean_joint(tuple(prefix))
-            row("first_order_vuln", fv, o, n, let(prefix), let([order[n - 1]]))
-            row("theorem2", theorem2(stats.mean_cov, list(prefix)), o, n, let(prefix), let([order[n - 1]]))
-            if prev is not None:
-                added = order[n - 1]
-                row("first_order_marginal", fv - prev, o, n, let(prefix), let([added]))
-                for w in ("mean", "sum"):
-                    row(
-                        f"theorem4_bound_{w}",
-                        theorem4_bound(norms, order[: n - 1], added, eps, w),
-                        o,
-                        n,
-                        let(prefix),
-                        let([added]),
-                    )
-            prev = fv
+            prefix, added = order[:n], let([order[n - 1]])
+            row("theorem2", theorem2(stats.mean_cov, list(prefix)), o, n, let(prefix), added)
+        for w in WEIGHTINGS:
+            prev = None
+            for n in range(1, len(order) + 1):
+                prefix, added = order[:n], let([order[n - 1]])
+                fv = eps * stats.mean_joint(tuple(prefix)) / (n if w == "mean" else 1)
+                row("first_order_vuln", fv, o, n, let(prefix), added, weighting=w)
+                if prev is not None:
+                    bound = theorem4_bound(norms, order[: n - 1], order[n - 1], eps, w)
+                    row("first_order_marginal", fv - prev, o, n, let(prefix), added, weighting=w, bound=bound)
+                prev = fv
     return rows
 
 
@@ -292,7 +291,8 @@ def run(args) -> int:
         w = csv.DictWriter(f, COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({**head, **r, "value": f"{r['value']:.9g}"})
+            bound = "" if r["bound"] == "" else f"{r['bound']:.9g}"
+            w.writerow({**head, **r, "value": f"{r['value']:.9g}", "bound": bound})
     os.replace(tmp, out)
     print(f"wrote {len(rows)} rows to {out}")
     return 0

@@ -1,49 +1,33 @@
 """Snakemake script of rule check_models: did every trained model beat its trivial predictor?
 
 Reads the training CSV log written next to each checkpoint (last row = the checkpoint's epoch) and writes one
-row per (model, epoch, task) with the validation error, the trivial predictor's error and ``beats_trivial``.
-A model that does not beat it is flagged here and in the log, not failed: its vulnerability is still
-reported, but should not be interpreted.
+row per (model, epoch, task) with the validation error, the trivial predictor's error and ``beats_trivial``
+(``mtlrobust.baseline.compare_last_epoch``). A model that does not beat it is flagged here and in the log,
+not failed: its vulnerability is still reported, but should not be interpreted.
 """
 
 import os
-import re
 import sys
 
 import pandas as pd
 
-COLUMN = re.compile(r"^val_error_(?P<task>\w+)$")
+from mtlrobust.baseline import compare_last_epoch
+from mtlrobust.files import write_frame
 
 
 def summarize(log_csv: str) -> pd.DataFrame:
     """One row per task of the log's last epoch."""
-    log = pd.read_csv(log_csv)
-    if log.empty:
-        raise ValueError(f"{log_csv}: empty training log")
-    last = log.iloc[-1]
     model_id = os.path.basename(os.path.dirname(log_csv))
-    rows = []
-    for col in log.columns:
-        m = COLUMN.match(col)
-        if not m:
-            continue
-        task = m["task"]
-        trivial = f"trivial_error_{task}"
-        if trivial not in log.columns:
-            raise ValueError(f"{log_csv}: column {col} has no matching {trivial}")
-        val, triv = float(last[col]), float(last[trivial])
-        rows.append(dict(model_id=model_id, epoch=int(last["epoch"]), task=task, val_error=val,
-                         trivial_error=triv, beats_trivial=bool(val < triv)))  # fmt: skip
-    if not rows:
-        raise ValueError(f"{log_csv}: no val_error_<task> columns")
-    return pd.DataFrame(rows)
+    try:
+        rows = compare_last_epoch(pd.read_csv(log_csv))
+    except (ValueError, pd.errors.EmptyDataError) as e:
+        raise ValueError(f"{log_csv}: {e}") from None
+    return pd.DataFrame([{"model_id": model_id, **r} for r in rows])
 
 
 def main(logs: list[str], out: str) -> None:
     table = pd.concat([summarize(p) for p in logs], ignore_index=True)
-    tmp = f"{out}.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    write_frame(out, table)
     bad = table[~table["beats_trivial"]]
     for r in bad.itertuples():
         print(f"WARNING: {r.model_id} epoch {r.epoch} does not beat the trivial predictor on {r.task}: "

@@ -198,8 +198,9 @@ def test_cli_writes_contract_csv_deterministically(checkpoint, packed_dir, tmp_p
     assert _evaluate_cli(checkpoint, packed_dir, a, "--limit", "3") == 0
     assert _evaluate_cli(checkpoint, packed_dir, b, "--limit", "3") == 0
     assert a.read_bytes() == b.read_bytes()
-    with open(a, newline="") as f:
-        rows = list(csv.DictReader(f))
+    lines = a.read_text().splitlines()
+    assert lines[-1] == "# end of evaluation: 12 rows"  # what tells aggregate the file is complete
+    rows = list(csv.DictReader(lines[:-1]))
     assert list(rows[0]) == EV.COLUMNS
     assert len(rows) == 2 * 3 * 2
     views = (packed_dir / "test" / "views.csv").read_text().splitlines()[1].split(",")

@@ -18,20 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from mtlrobust import tasks as T
+from mtlrobust.baseline import trivial_output, trivial_predictor
+from mtlrobust.checkpoint import load_checkpoint, load_model
 from mtlrobust.cli import main as cli_main
 from mtlrobust.data.packed import PackedDataset
 from mtlrobust.ids import model_spec
-from mtlrobust.train import (
-    TrainConfig,
-    epoch_batches,
-    hflip_batch,
-    load_checkpoint,
-    load_model,
-    train,
-    trivial_output,
-    trivial_predictor,
-    validate,
-)
+from mtlrobust.train import TrainConfig, epoch_batches, hflip_batch, train, validate
 
 TASKS = ["seg", "depth_z", "normal"]
 

@@ -14,9 +14,11 @@ import argparse
 import csv
 import json
 import math
-import os
 import sys
 from pathlib import Path
+
+from .device import CHOICES as DEVICES
+from .files import atomic_path
 
 COLUMNS = [
     "model_id",
@@ -44,6 +46,7 @@ COLUMNS = [
     "dataset_adv_miou",
 ]
 SPEC_COLUMNS = ("method", "norm", "eps", "step_size", "steps", "restarts")
+TRAILER = "# end of evaluation: "  # + "{rows} rows": the last line of a complete CSV
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -64,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--out", required=True, type=Path, help="results/evals/{model_id}/epoch{E}/{attack}.csv")
 
 
@@ -247,43 +250,41 @@ def _int(v) -> str:
     return "" if v is None else str(int(v))
 
 
+def trailer(n_rows: int) -> str:
+    """The last line of a complete evaluation CSV: readers refuse a file without it (cut short)."""
+    return f"{TRAILER}{n_rows} rows\n"
+
+
 def write_csv(rows, out: Path) -> None:
-    """Write rows under ``COLUMNS`` atomically (temp file in the same folder, then rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(COLUMNS)
-            w.writerows(rows)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """Write rows under ``COLUMNS`` and the ``trailer`` line, atomically."""
+    with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(COLUMNS)
+        w.writerows(rows)
+        f.write(trailer(len(rows)))
 
 
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda: CUDA is not available on this machine (use --device auto or cpu)")
-    return name
+def _check_args(args) -> None:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1 (or left out for the whole split), got {args.limit}")
 
 
 def run(args) -> int:
+    from .checkpoint import check_data, load_model
     from .data.packed import PackedDataset
-    from .train import load_model
+    from .device import resolve
 
+    _check_args(args)
     spec = parse_spec(args.attack_json)
-    device = resolve_device(args.device)
+    device = resolve(args.device)
     model, meta = load_model(args.checkpoint, device=device)
     attacked = parse_attacked(args.attacked, meta["tasks"])
     for p in model.parameters():  # attacks need input gradients only
         p.requires_grad_(False)
     dataset = PackedDataset(args.data, list(meta["tasks"]))
+    check_data(meta, dataset, args.checkpoint, args.data)
     rows = evaluate(
         model,
         meta,

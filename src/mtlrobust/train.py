@@ -1,24 +1,29 @@
-"""Deterministic, resumable multi-task training (``mtlrobust train``) and checkpoint loading.
+"""Deterministic, resumable multi-task training (``mtlrobust train``).
 
 Settings follow the paper's code: Adam (lr 1e-3, default betas, no weight decay), lr x0.1 at absolute
 epochs 120 and 140 (configurable; the schedule never depends on the target milestone, so epoch 150
 resumed from epoch 50 is the same run), batch 32, loss sum_i w_i L_i with the registry's per-sample
-losses averaged over the batch. Unlike the reference the data order is shuffled (seeded per epoch)
-and the last incomplete batch is dropped as the reference's loader did.
+losses averaged over the batch. ``--optimizer sgd --lr 0.01 --momentum 0.99`` is the supplementary's
+setting. Unlike the reference the data order is shuffled (seeded per epoch) and the last incomplete batch
+is dropped as the reference's loader did.
 
 Exactness: the data order and the optional horizontal flips are pure functions of (seed, epoch,
 batch), and every state that changes (model, optimizer, scheduler, grad scaler, RNGs, per-epoch
 history, running loss sums of the current epoch) is in the checkpoint. So a milestone resumed with
-``--resume-from`` or a killed run resumed from ``{out}.partial`` gives bit-identical weights on CPU.
-On CUDA, default kernels are not deterministic (two uninterrupted runs already differ); with
-``--deterministic`` a resumed GPU run was checked to be bit-identical too. ``--amp`` autocasts to bf16
-(fp16 + GradScaler where bf16 is unsupported) on CUDA only; on CPU it is ignored with a warning.
+``--resume-from`` or a killed run resumed from ``{out}.partial`` gives bit-identical weights on CPU, and
+the same command writes the same checkpoint bytes (timings go to the log CSV only). On CUDA, default
+kernels are not deterministic (two uninterrupted runs already differ); with ``--deterministic`` a resumed
+GPU run was checked to be bit-identical too. ``--amp`` autocasts to bf16 (fp16 + GradScaler where bf16
+is unsupported) on CUDA only; on CPU it is ignored with a warning.
+
+The command-line flags are generated from ``TrainConfig``: each field's metadata gives its flag and help.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -27,7 +32,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,150 +40,154 @@ import torch
 
 from . import __version__
 from . import tasks as T
+from .baseline import TRIVIAL_COLUMN, VAL_COLUMN, constant_predictor, target_statistics, trivial_output
+from .checkpoint import FORMAT, check_expect, checkpoint_meta, load_checkpoint, non_finite_tensors, save
+from .device import CHOICES as DEVICES
+from .device import resolve as resolve_device
+from .files import write_csv
 from .ids import ARCHS, ModelSpec, model_spec
-from .models import DECODERS, MultiTaskNet
+from .models import DECODERS, INPUT_MULTIPLE, MultiTaskNet
 
-FORMAT = "mtlrobust-checkpoint/1"
-TRIVIAL_MAX_SAMPLES = 4096  # the trivial predictor's statistics use at most this many training views
-_META_SKIP = ("model", "optimizer", "scheduler", "scaler", "rng", "running")
-# settings that must match to resume a run
-_HPARAMS = (
-    "lr",
-    "lr_milestones",
-    "lr_gamma",
-    "batch_size",
-    "hflip",
-    "amp",
-    "n_train",
-    "init_at_prior",
-    "bn_recalibrate",
-)
+OPTIMIZERS = ("adam", "sgd")
+# settings that must match to resume a run, with the value meant when an older checkpoint lacks them
+_HPARAMS = {
+    "lr": None,
+    "lr_milestones": None,
+    "lr_gamma": None,
+    "batch_size": None,
+    "hflip": None,
+    "amp": None,
+    "n_train": None,
+    "init_at_prior": None,
+    "bn_recalibrate": None,
+    "optimizer": "adam",
+    "momentum": None,
+}
+
+
+# --------------------------------------------------------------------------------------- the settings
+def _tasks(text: str) -> list[str]:
+    return [t.id for t in T.parse(text)]
+
+
+def _weights(text: str) -> dict:
+    try:
+        w = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e}): {text!r}") from None
+    if not isinstance(w, dict):
+        raise ValueError(f'expected a JSON object like {{"seg": 1, "depth_z": 0.1}}, got {text!r}')
+    return w
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(m) for m in str(text).split(",") if m.strip()]
+    except ValueError:
+        raise ValueError(f"expected integers joined by ',' (e.g. 120,140), got {text!r}") from None
+
+
+_REQUIRED = dataclasses.MISSING
+
+
+def _opt(help: str, default=_REQUIRED, *, factory=_REQUIRED, **cli):
+    """A TrainConfig field and its flag: ``cli`` holds argparse options (flag, type, choices, action...)."""
+    meta = {"help": help, **cli}
+    if factory is not _REQUIRED:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (the CLI maps 1:1 onto it)."""
+    """Everything that defines a training run; ``add_arguments`` turns each field into one flag."""
 
-    data: str  # packed root holding train/ and val/
-    arch: str
-    tasks: list[str]  # letters or ids
-    out: str
-    epochs: int
-    weighting: str = "uniform"
-    decoder: str = "reference"  # models.DECODERS; part of what a checkpoint must match to be resumed
-    main: str | None = None
-    explicit_weights: dict[str, float] | None = None
-    seed: int = 0
-    resume_from: str | None = None
-    log: str | None = None
-    batch_size: int = 32
-    lr: float = 1e-3
-    lr_milestones: list[int] = field(default_factory=lambda: [120, 140])
-    lr_gamma: float = 0.1
-    hflip: bool = False
-    amp: bool = False
-    device: str = "auto"
-    checkpoint_every: int = 200  # batches between mid-epoch snapshots (0: none)
-    checkpoint_seconds: float = 60.0  # epoch-end snapshot only if the last one is older (a save costs ~1 s)
-    val_limit: int | None = None
-    threads: int | None = None
-    pretrained: str | None = None
-    cudnn_benchmark: bool = False
-    init_at_prior: bool = True  # output layers start at the constant predictor (see init_outputs_at_prior)
-    bn_recalibrate: int = 0  # training views for re-estimating BatchNorm statistics after each epoch
-    deterministic: bool = False  # CUDA: deterministic kernels, so GPU resumes are exact too (slower)
-    progress: bool | None = None  # None: tqdm decides (off when not a TTY)
-
-
-# ------------------------------------------------------------------------------------ checkpoint I/O
-def _atomic_save(obj, path: Path) -> None:
-    """Write to a temporary name in the same folder, fsync, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _spec_fields(expect) -> dict:
-    if isinstance(expect, ModelSpec):
-        return {
-            "model_id": expect.id,
-            "arch": expect.arch,
-            "tasks": list(expect.tasks),
-            "weighting": expect.weighting,
-            "seed": expect.seed,
-        }
-    return dict(expect)
-
-
-def check_expect(meta: Mapping, expect, path) -> None:
-    """Raise ValueError naming ``path`` and every field where ``meta`` differs from ``expect``.
-
-    ``expect`` is a ModelSpec or a dict with any of model_id, arch, tasks, weighting, weights, seed,
-    epoch, resolution, decoder. Tasks compare as sets of ids (letters allowed), weights per task to 1e-9.
-    """
-    if expect is None:
-        return
-    bad = []
-    for key, want in _spec_fields(expect).items():
-        if key not in meta:
-            raise ValueError(f"{path}: cannot check unknown checkpoint field {key!r}")
-        have = meta[key]
-        if key == "tasks":
-            ok = {T.get(t).id for t in want} == set(have)
-        elif key == "weights":
-            w = {T.get(k).id: float(v) for k, v in want.items()}
-            ok = w.keys() == have.keys() and all(abs(w[k] - have[k]) <= 1e-9 for k in w)
-        else:
-            ok = have == want
-        if not ok:
-            bad.append(f"{key}: checkpoint has {have!r}, expected {want!r}")
-    if bad:
-        raise ValueError(f"checkpoint {path} does not match what was asked for: " + "; ".join(bad))
-
-
-def load_checkpoint(path, expect=None, map_location="cpu") -> dict:
-    """Read a training checkpoint (full state) and check it against ``expect`` (see ``check_expect``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - corrupt/truncated files raise many types
-        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not an mtlrobust checkpoint (format {got!r}, expected {FORMAT!r})")
-    check_expect(ckpt, expect, path)
-    return ckpt
-
-
-def checkpoint_meta(ckpt: Mapping) -> dict:
-    """The descriptive part of a checkpoint (no tensors of model/optimizer/RNG state)."""
-    return {k: v for k, v in ckpt.items() if k not in _META_SKIP}
-
-
-def build_model(meta: Mapping) -> MultiTaskNet:
-    """An untrained model with the architecture, tasks and input normalisation recorded in ``meta``."""
-    return MultiTaskNet(
-        meta["arch"], meta["tasks"], normalization=meta["normalization"], decoder=meta["decoder"]
+    data: str = _opt("packed dataset root with train/ and val/ folders")
+    arch: str = _opt("encoder architecture", choices=ARCHS)
+    tasks: list[str] = _opt("tasks as letters (sd) or ids joined by '+' (seg+depth_z)", type=_tasks)
+    out: str = _opt("checkpoint to write, e.g. results/models/ID/epoch50.pt")
+    epochs: int = _opt("target milestone (total epochs, not additional)", type=int)
+    weighting: str = _opt("uniform (1/N), paper (Appendix B) or a name for --weights-json", "uniform")
+    decoder: str = _opt(
+        "reference: the paper's decoders; skip: U-Net decoders fed every encoder scale (small inputs)",
+        "reference",
+        choices=DECODERS,
+    )
+    main: str | None = _opt("main task for non-uniform weightings (default: first listed)", None)
+    explicit_weights: dict[str, float] | None = _opt(
+        'explicit weights, e.g. \'{"seg": 1, "depth_z": 0.1}\'',
+        None,
+        flag="--weights-json",
+        type=_weights,
+        metavar="JSON",
+    )
+    seed: int = _opt("seed of the initial weights, data order and flips", 0, type=int)
+    resume_from: str | None = _opt("checkpoint of an earlier milestone of the same model", None)
+    log: str | None = _opt("per-epoch CSV (default: --out with .csv)", None)
+    batch_size: int = _opt("training batch size (>= 2: BatchNorm needs two samples)", 32, type=int)
+    optimizer: str = _opt("adam (the authors' code) or sgd (the supplementary)", "adam", choices=OPTIMIZERS)
+    lr: float = _opt("initial learning rate", 1e-3, type=float)
+    momentum: float = _opt("SGD momentum (only with --optimizer sgd)", 0.99, type=float)
+    lr_milestones: list[int] = _opt(
+        "absolute epochs where lr is multiplied by --lr-gamma", factory=lambda: [120, 140], type=_int_list
+    )
+    lr_gamma: float = _opt("learning-rate decay factor at each milestone, in (0, 1]", 0.1, type=float)
+    hflip: bool = _opt("random horizontal flips (p=0.5, seeded); negates normal x", False)
+    amp: bool = _opt("mixed precision on CUDA (bf16 if supported, else fp16); ignored on CPU", False)
+    device: str = _opt("where to train", "auto", choices=DEVICES)
+    checkpoint_every: int = _opt("batches between mid-epoch {out}.partial snapshots (0: none)", 200, type=int)
+    checkpoint_seconds: float = _opt(
+        "write an epoch-end {out}.partial snapshot when the last one is at least this old", 60.0, type=float
+    )
+    val_limit: int | None = _opt("validate on the first N val views (0: no validation)", None, type=int)
+    threads: int | None = _opt("torch CPU threads", None, type=int)
+    pretrained: str | None = _opt("local encoder state-dict file (default: from scratch)", None)
+    cudnn_benchmark: bool = _opt("let cuDNN pick the fastest kernels", False)
+    init_at_prior: bool = _opt(
+        "keep the reference's random output layers (default: start each head at the constant predictor)",
+        True,
+        flag="--reference-init",
+        action="store_false",
+    )
+    bn_recalibrate: int = _opt(
+        "after each epoch re-estimate BatchNorm statistics on N training views (0: off, as the paper)",
+        0,
+        type=int,
+        metavar="N",
+    )
+    deterministic: bool = _opt("CUDA: deterministic kernels (exact GPU resume, slower)", False)
+    progress: bool | None = _opt(
+        "no tqdm progress bar", None, flag="--no-progress", action="store_const", const=False
     )
 
+    def check(self) -> None:
+        """ValueError naming the flag of the first setting no training can use."""
 
-def load_model(path, device="cpu", expect=None) -> tuple[MultiTaskNet, dict]:
-    """Trained model (eval mode, on ``device``) and its meta dict; strict weights, checked identity."""
-    ckpt = load_checkpoint(path, expect=expect, map_location="cpu")
-    model = build_model(ckpt)
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as e:
-        raise ValueError(
-            f"checkpoint {path}: weights do not fit {ckpt['arch']} with tasks {ckpt['tasks']}: {e}"
-        ) from e
-    return model.to(device).eval(), checkpoint_meta(ckpt)
+        def need(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"{flag(name)}: expected {expected}, got {getattr(self, name)!r}")
+
+        pos = math.isfinite
+        need(self.epochs >= 1, "epochs", "an integer >= 1")
+        need(self.batch_size >= 2, "batch_size", "an integer >= 2 (BatchNorm needs two samples per batch)")
+        need(pos(self.lr) and self.lr > 0, "lr", "a finite number > 0")
+        need(pos(self.lr_gamma) and 0 < self.lr_gamma <= 1, "lr_gamma", "a number in (0, 1]")
+        need(all(m >= 1 for m in self.lr_milestones), "lr_milestones", "epochs >= 1 joined by ','")
+        need(pos(self.momentum) and 0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
+        need(self.seed >= 0, "seed", "an integer >= 0")
+        need(self.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0")
+        need(self.checkpoint_seconds >= 0, "checkpoint_seconds", "a number of seconds >= 0")
+        need(self.val_limit is None or self.val_limit >= 0, "val_limit", "an integer >= 0")
+        need(self.threads is None or self.threads >= 1, "threads", "an integer >= 1")
+        need(self.bn_recalibrate >= 0, "bn_recalibrate", "an integer >= 0")
+        if self.pretrained and not Path(self.pretrained).is_file():
+            raise FileNotFoundError(f"--pretrained {self.pretrained}: no such file")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a TrainConfig field."""
+    f = TrainConfig.__dataclass_fields__[name]
+    return f.metadata.get("flag", "--" + name.replace("_", "-"))
 
 
 # ------------------------------------------------------------------------------------------ RNG state
@@ -239,41 +248,6 @@ def hflip_batch(x, targets, masks, flags: torch.Tensor):
     return flip(x), tg, {tid: flip(m) for tid, m in masks.items()}
 
 
-# ------------------------------------------------------------------------------- trivial predictor
-def target_statistics(ds, task_ids, batch_size: int = 64) -> dict[str, list[float]]:
-    """Training-set statistics per task: the mean target per channel over valid pixels, or for
-    segmentation the frequency of each labelled class (at most TRIVIAL_MAX_SAMPLES views, evenly spaced)."""
-    n = len(ds)
-    idx = np.unique(np.linspace(0, n - 1, min(n, TRIVIAL_MAX_SAMPLES)).round().astype(np.int64))
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, torch.Tensor] = {}
-    for i in range(0, len(idx), batch_size):
-        _, tg, mk = ds.batch(idx[i : i + batch_size])
-        for tid in task_ids:
-            if T.get(tid).is_segmentation:
-                lab = tg[tid].flatten()
-                s = torch.bincount(lab[lab > 0], minlength=T.SEG_CLASSES).double()
-                c = s.sum()
-            else:
-                m = mk[tid].double()
-                s = (tg[tid].double() * m).sum((0, 2, 3))
-                c = m.sum()
-            sums[tid] = sums.get(tid, 0) + s
-            counts[tid] = counts.get(tid, 0) + c
-    return {tid: (sums[tid] / counts[tid].clamp_min(1)).tolist() for tid in task_ids}
-
-
-def constant_predictor(stats: Mapping[str, list[float]]) -> dict[str, list[float] | int]:
-    """The constant predictor of ``target_statistics``: mean target, or majority class for segmentation."""
-    return {tid: int(np.argmax(v)) if T.get(tid).is_segmentation else v for tid, v in stats.items()}
-
-
-def trivial_predictor(ds, task_ids, batch_size: int = 64) -> dict[str, list[float] | int]:
-    """The constant predictor every model must beat: the training-set mean target per channel, or the
-    majority labelled class for segmentation."""
-    return constant_predictor(target_statistics(ds, task_ids, batch_size))
-
-
 def init_outputs_at_prior(model, stats: Mapping[str, list[float]]) -> None:
     """Start every task head at the constant predictor: output layer weights zero, bias = mean target
     (log class frequency for segmentation).
@@ -317,16 +291,6 @@ def recalibrate_batchnorm(model, ds, n: int, batch_size: int, device) -> None:
     model.train(was_training)
 
 
-def trivial_output(tid: str, value, shape, device) -> torch.Tensor:
-    b, _, h, w = shape
-    task = T.get(tid)
-    if task.is_segmentation:
-        out = torch.zeros(b, task.channels, h, w, device=device)
-        out[:, value] = 1.0
-        return out
-    return torch.tensor(value, dtype=torch.float32, device=device).view(1, -1, 1, 1).expand(b, -1, h, w)
-
-
 @torch.no_grad()
 def validate(model, ds, task_ids, batch_size, device, limit=None, trivial=None) -> dict[str, float]:
     """Mean registry error per task over the first ``limit`` views (NaN samples skipped); with
@@ -355,14 +319,6 @@ def validate(model, ds, task_ids, batch_size, device, limit=None, trivial=None) 
 
 
 # ----------------------------------------------------------------------------------------- training
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but CUDA is not available")
-    return torch.device(name)
-
-
 def _open_split(root: Path, split: str, task_ids):
     from .data.packed import PackedDataset
 
@@ -374,20 +330,28 @@ def _open_split(root: Path, split: str, task_ids):
     return PackedDataset(d, list(task_ids))
 
 
-def _write_log(path: Path, history: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = list(history[0].keys()) if history else ["epoch"]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        w.writerows(history)
-    os.replace(tmp, path)
+def _check_splits(train_ds, val_ds, cfg: TrainConfig) -> None:
+    """Refuse data no training can use, before any work."""
+    root = Path(cfg.data)
+    if len(train_ds) < 2:
+        raise ValueError(f"{root / 'train'} holds {len(train_ds)} views; training needs at least 2")
+    res = int(train_ds.resolution)
+    if res % INPUT_MULTIPLE:
+        raise ValueError(
+            f"{root / 'train'} holds {res} px images; the models need a multiple of {INPUT_MULTIPLE} px"
+        )
+    if val_ds is not None:
+        if len(val_ds) == 0:
+            raise ValueError(f"{root / 'val'} holds no view (use --val-limit 0 to train without validation)")
+        if int(val_ds.resolution) != res:
+            raise ValueError(f"{root / 'val'} holds {val_ds.resolution} px images, {root / 'train'} {res} px")
 
 
 def _hparams(cfg: TrainConfig, n_train: int) -> dict:
     return {
+        "optimizer": cfg.optimizer,
         "lr": float(cfg.lr),
+        "momentum": float(cfg.momentum) if cfg.optimizer == "sgd" else None,
         "lr_milestones": [int(m) for m in cfg.lr_milestones],
         "lr_gamma": float(cfg.lr_gamma),
         "batch_size": int(cfg.batch_size),
@@ -400,27 +364,78 @@ def _hparams(cfg: TrainConfig, n_train: int) -> dict:
     }
 
 
+def _make_optimizer(params, cfg: TrainConfig):
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.Adam(params, lr=cfg.lr)
+
+
 def _check_resumable(
     ckpt: Mapping, path, spec: ModelSpec, weights, hp: dict, resolution: int, decoder: str
 ) -> None:
     expect = {"model_id": spec.id, "weights": weights, "resolution": resolution, "decoder": decoder}
     check_expect(ckpt, expect, path)
     diff = [
-        f"{k}: checkpoint {ckpt['hparams'].get(k)!r}, now {hp[k]!r}"
-        for k in _HPARAMS
-        if ckpt["hparams"].get(k) != hp[k]
+        f"{k}: checkpoint {ckpt['hparams'].get(k, old)!r}, now {hp[k]!r}"
+        for k, old in _HPARAMS.items()
+        if ckpt["hparams"].get(k, old) != hp[k]
     ]
     if diff:
         raise ValueError(f"cannot resume from {path}: training settings differ (" + "; ".join(diff) + ")")
+
+
+def _read_times(log: Path) -> dict[int, float]:
+    """Epoch -> seconds from an earlier run's log (timings are kept out of checkpoints)."""
+    try:
+        with open(log, newline="") as f:
+            return {int(r["epoch"]): float(r["time_s"]) for r in csv.DictReader(f) if r.get("time_s")}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def _write_log(path: Path, history: list[dict], times: Mapping[int, float]) -> None:
+    rows = []
+    for row in history:
+        e = row["epoch"]
+        rows.append({"epoch": e, "lr": row["lr"], "time_s": times.get(e, ""), **row})
+    cols = list(rows[0]) if rows else ["epoch"]
+    write_csv(path, cols, ([r.get(c, "") for c in cols] for r in rows))
+
+
+def _check_validation(v: Mapping[str, float], task_ids, model_id: str, epoch: int) -> None:
+    """A NaN validation error where the constant predictor's is finite means non-finite outputs."""
+    bad = [t for t in task_ids if math.isnan(v[t]) and not math.isnan(v[f"trivial:{t}"])]
+    if bad:
+        raise FloatingPointError(
+            f"{model_id}: the validation error of {', '.join(bad)} is NaN after epoch {epoch} (the model "
+            "outputs non-finite values); no checkpoint written, lower --lr"
+        )
+
+
+def _load_partial(partial: Path, check) -> dict | None:
+    """The interrupted run's state, or None (with a warning) when it cannot continue this command."""
+    try:
+        state = load_checkpoint(partial)
+        check(state, partial)
+    except ValueError as e:
+        print(f"warning: discarding {partial}, starting over: {e}", file=sys.stderr)
+        partial.unlink()
+        return None
+    print(
+        f"resuming interrupted run from {partial} (epoch {state['epoch']}, batch {state['batch']})",
+        file=sys.stderr,
+    )
+    return state
 
 
 def train(cfg: TrainConfig) -> dict:
     """Train up to ``cfg.epochs`` (a milestone) and write ``cfg.out``; returns the checkpoint meta."""
     from tqdm import tqdm
 
+    cfg.check()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     if device.type == "cuda":
         if cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -433,12 +448,11 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     partial = out.with_name(out.name + ".partial")
     log_path = Path(cfg.log) if cfg.log else out.with_suffix(".csv")
-    if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise ValueError(f"--epochs and --batch-size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
 
     root = Path(cfg.data)
     train_ds = _open_split(root, "train", task_ids)
     val_ds = _open_split(root, "val", task_ids) if cfg.val_limit != 0 else None
+    _check_splits(train_ds, val_ds, cfg)
     resolution = int(train_ds.resolution)
     hp = _hparams(cfg, len(train_ds))
     use_amp = bool(cfg.amp) and device.type == "cuda"
@@ -446,25 +460,29 @@ def train(cfg: TrainConfig) -> dict:
         warnings.warn("--amp is ignored on CPU (mixed precision is used on CUDA only)", stacklevel=2)
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
 
-    torch.manual_seed(cfg.seed)
-    model = MultiTaskNet(spec.arch, task_ids, pretrained=cfg.pretrained, decoder=cfg.decoder).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=hp["lr_milestones"], gamma=cfg.lr_gamma)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-    state = None
-    if partial.is_file():
-        state, src = load_checkpoint(partial), partial
-        print(
-            f"resuming interrupted run from {partial} (epoch {state['epoch']}, batch {state['batch']})",
-            file=sys.stderr,
-        )
-    elif cfg.resume_from:
-        state, src = load_checkpoint(cfg.resume_from), Path(cfg.resume_from)
-    if state is not None:
+    def check(state, src):
         _check_resumable(state, src, spec, weights, hp, resolution, cfg.decoder)
         if state["epoch"] > cfg.epochs:
             raise ValueError(f"{src} is at epoch {state['epoch']}, past the target --epochs {cfg.epochs}")
+
+    state = _load_partial(partial, check) if partial.is_file() else None
+    if state is not None:
+        times = _read_times(log_path)
+    elif cfg.resume_from:
+        state = load_checkpoint(cfg.resume_from)
+        check(state, Path(cfg.resume_from))
+        times = _read_times(Path(cfg.resume_from).with_suffix(".csv"))
+
+    # the global RNGs are seeded too, so the RNG states stored in the checkpoint are reproducible
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)  # noqa: NPY002 - the legacy global RNG some libraries draw from
+    random.seed(cfg.seed)
+    model = MultiTaskNet(spec.arch, task_ids, pretrained=cfg.pretrained, decoder=cfg.decoder).to(device)
+    opt = _make_optimizer(model.parameters(), cfg)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=hp["lr_milestones"], gamma=cfg.lr_gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    if state is not None:
         model.load_state_dict(state["model"], strict=True)
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -473,8 +491,9 @@ def train(cfg: TrainConfig) -> dict:
         _set_rng_state(state["rng"], device)
         epoch, start_batch = int(state["epoch"]), int(state["batch"])
         history, trivial, running = list(state["history"]), state["trivial"], dict(state["running"])
+        times = {e: t for e, t in times.items() if e <= epoch}
     else:
-        epoch, start_batch, history, running = 0, 0, [], {}
+        epoch, start_batch, history, running, times = 0, 0, [], {}, {}
         stats = target_statistics(train_ds, task_ids)
         trivial = constant_predictor(stats)
         if cfg.init_at_prior:
@@ -557,151 +576,73 @@ def train(cfg: TrainConfig) -> dict:
             bar.set_postfix(loss=f"{running['total'] / (b + 1):.4f}", refresh=False)
             done = b + 1
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < len(batches):
-                _atomic_save(snapshot(done, {**running, "time_s": time.perf_counter() - t0}, False), partial)
+                save(partial, snapshot(done, {**running, "time_s": time.perf_counter() - t0}, False))
                 last_save = time.monotonic()
         bar.close()
         nb = len(batches)
-        row = {"epoch": epoch + 1, "lr": lr, "time_s": round(time.perf_counter() - t0, 3)}
-        row["train_loss"] = running["total"] / nb
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": running["total"] / nb}
         row.update({f"train_loss_{tid}": running[tid] / nb for tid in task_ids})
         if cfg.bn_recalibrate:
             recalibrate_batchnorm(model, train_ds, cfg.bn_recalibrate, cfg.batch_size, device)
+        bad = non_finite_tensors(model.state_dict())
+        if bad:
+            raise FloatingPointError(
+                f"{spec.id}: weights became non-finite in epoch {epoch + 1} ({len(bad)} tensors, e.g. "
+                f"{bad[0]}); no checkpoint written, lower {flag('lr')} (now {cfg.lr!r})"
+            )
         if val_ds is not None:
             v = validate(model, val_ds, task_ids, cfg.batch_size, device, cfg.val_limit, trivial)
-            row.update({f"val_error_{tid}": v[tid] for tid in task_ids})
-            row.update({f"trivial_error_{tid}": v[f"trivial:{tid}"] for tid in task_ids})
+            _check_validation(v, task_ids, spec.id, epoch + 1)
+            row.update({VAL_COLUMN.format(tid): v[tid] for tid in task_ids})
+            row.update({TRIVIAL_COLUMN.format(tid): v[f"trivial:{tid}"] for tid in task_ids})
         sched.step()
         history.append(row)
+        times[epoch + 1] = round(time.perf_counter() - t0, 3)
         epoch, start_batch, running = epoch + 1, 0, {}
-        _write_log(log_path, history)
+        _write_log(log_path, history, times)
         if epoch < cfg.epochs and time.monotonic() - last_save >= cfg.checkpoint_seconds:
-            _atomic_save(snapshot(0, {}, False), partial)
+            save(partial, snapshot(0, {}, False))
             last_save = time.monotonic()
     final = snapshot(0, {}, True)
-    _atomic_save(final, out)
-    _write_log(log_path, history)
-    for p in (partial, partial.with_name(f".{partial.name}.tmp")):
-        p.unlink(missing_ok=True)
+    save(out, final)
+    _write_log(log_path, history, times)
+    partial.unlink(missing_ok=True)
     return checkpoint_meta(final)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="packed dataset root with train/ and val/ folders")
-    p.add_argument("--arch", required=True, choices=ARCHS)
-    p.add_argument(
-        "--decoder",
-        default="reference",
-        choices=DECODERS,
-        help="reference: the paper's decoders; skip: U-Net decoders fed every encoder scale (small inputs)",
-    )
-    p.add_argument("--tasks", required=True, help="tasks as letters (sd) or ids joined by '+' (seg+depth_z)")
-    p.add_argument(
-        "--weighting",
-        default="uniform",
-        help="uniform (1/N), paper (Appendix B) or a name for --weights-json",
-    )
-    p.add_argument(
-        "--main", default=None, help="main task for non-uniform weightings (default: first listed)"
-    )
-    p.add_argument(
-        "--weights-json", default=None, help='explicit weights, e.g. \'{"seg": 1, "depth_z": 0.1}\''
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--epochs", type=int, required=True, help="target milestone (total epochs, not additional)"
-    )
-    p.add_argument("--resume-from", default=None, help="checkpoint of an earlier milestone of the same model")
-    p.add_argument("--out", required=True, help="checkpoint to write, e.g. results/models/ID/epoch50.pt")
-    p.add_argument("--log", default=None, help="per-epoch CSV (default: --out with .csv)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument(
-        "--lr-milestones", default="120,140", help="absolute epochs where lr is multiplied by --lr-gamma"
-    )
-    p.add_argument("--lr-gamma", type=float, default=0.1)
-    p.add_argument(
-        "--hflip", action="store_true", help="random horizontal flips (p=0.5, seeded); negates normal x"
-    )
-    p.add_argument(
-        "--amp",
-        action="store_true",
-        help="mixed precision on CUDA (bf16 if supported, else fp16); ignored on CPU",
-    )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=200,
-        help="batches between mid-epoch {out}.partial snapshots (0: none)",
-    )
-    p.add_argument(
-        "--checkpoint-seconds",
-        type=float,
-        default=60.0,
-        help="write an epoch-end {out}.partial snapshot when the last one is at least this old",
-    )
-    p.add_argument(
-        "--val-limit", type=int, default=None, help="validate on the first N val views (0: no validation)"
-    )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--pretrained", default=None, help="local encoder state-dict file (default: from scratch)")
-    p.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN pick the fastest kernels")
-    p.add_argument(
-        "--deterministic", action="store_true", help="CUDA: deterministic kernels (exact GPU resume, slower)"
-    )
-    p.add_argument(
-        "--reference-init",
-        action="store_true",
-        help="keep the reference's random output layers (default: start each head at the constant predictor)",
-    )
-    p.add_argument(
-        "--bn-recalibrate",
-        type=int,
-        default=0,
-        metavar="N",
-        help="after each epoch re-estimate BatchNorm statistics on N training views (0: off, as the paper)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    """One flag per TrainConfig field (flag, type, choices, action and help from the field's metadata)."""
+    for f in dataclasses.fields(TrainConfig):
+        kw = {k: v for k, v in f.metadata.items() if k != "flag"}
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            kw["required"] = True
+        else:
+            kw["default"] = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
+            if f.type == "bool" and "action" not in kw:
+                kw["action"] = "store_true"
+        if "type" in kw:
+            kw["type"] = _arg_type(kw["type"])
+        p.add_argument(flag(f.name), dest=f.name, **kw)
+
+
+def _arg_type(parse):
+    """Turn a parser's ValueError/KeyError into argparse's one-line ``argument --flag: message``."""
+
+    def wrapped(text: str):
+        try:
+            return parse(text)
+        except (ValueError, KeyError) as e:
+            if parse in (int, float):
+                raise argparse.ArgumentTypeError(f"expected {parse.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(str(e.args[0] if e.args else e)) from None
+
+    wrapped.__name__ = getattr(parse, "__name__", "value")
+    return wrapped
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    try:
-        explicit = json.loads(args.weights_json) if args.weights_json else None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--weights-json is not valid JSON ({e}): {args.weights_json!r}") from e
-    milestones = [int(m) for m in str(args.lr_milestones).split(",") if m.strip()]
-    return TrainConfig(
-        data=args.data,
-        arch=args.arch,
-        tasks=[t.id for t in T.parse(args.tasks)],
-        out=args.out,
-        epochs=args.epochs,
-        weighting=args.weighting,
-        main=args.main,
-        explicit_weights=explicit,
-        seed=args.seed,
-        resume_from=args.resume_from,
-        log=args.log,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_milestones=milestones,
-        lr_gamma=args.lr_gamma,
-        hflip=args.hflip,
-        amp=args.amp,
-        device=args.device,
-        decoder=args.decoder,
-        checkpoint_every=args.checkpoint_every,
-        checkpoint_seconds=args.checkpoint_seconds,
-        val_limit=args.val_limit,
-        threads=args.threads,
-        pretrained=args.pretrained,
-        cudnn_benchmark=args.cudnn_benchmark,
-        deterministic=args.deterministic,
-        init_at_prior=not args.reference_init,
-        bn_recalibrate=args.bn_recalibrate,
-        progress=False if args.no_progress else None,
-    )
+    return TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,14 +9,16 @@ non-uniform model, empty for uniform ones), ``n_tasks``, ``letters``, ``attacked
 from __future__ import annotations
 
 import argparse
-import os
+import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import metrics as M
-from ..evaluate import COLUMNS
+from ..evaluate import COLUMNS, TRAILER
+from ..files import write_frame
 
 KEY = ["model_id", "epoch", "attack", "attacked", "task"]
 EVAL_COLUMNS = COLUMNS  # the per-sample evaluation CSV, as evaluate writes it
@@ -63,24 +65,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def read_eval(path: Path) -> pd.DataFrame:
-    """One evaluation CSV, checked for the contract's columns."""
+    """One evaluation CSV, checked for the contract's columns and for completeness: its last line must
+    be evaluate's trailer with the row count, and every attacked subset must hold every sample x task."""
+    try:
+        text = Path(path).read_text()
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read the evaluation CSV: {e}") from None
+    body, _, last = text.rstrip("\n").rpartition("\n")
     try:
         df = pd.read_csv(
-            path,
+            io.StringIO(body if last.startswith(TRAILER) else text),
             dtype=_STR,
             keep_default_na=False,
             na_values={c: ["", "nan", "NaN"] for c in EVAL_COLUMNS if c not in _STR},
         )
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise ValueError(f"{path}: cannot read the evaluation CSV: {e}") from None
     missing = [c for c in EVAL_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: malformed evaluation CSV, missing column(s) {missing}")
+    m = re.fullmatch(re.escape(TRAILER) + r"(\d+) rows", last)
+    if not m:
+        raise ValueError(
+            f"{path}: incomplete evaluation CSV (its last line is not {TRAILER!r}...; cut short or not "
+            "written by `mtlrobust evaluate`): delete it and rerun the evaluation"
+        )
+    if int(m[1]) != len(df):
+        raise ValueError(f"{path}: incomplete evaluation CSV, {len(df)} rows but written with {m[1]}")
     for c in ("epoch", "sample", "clean_loss", "adv_loss", "clean_error", "adv_error"):
         if len(df) and not pd.api.types.is_numeric_dtype(df[c]):
             bad = df[c][pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()].iloc[0]
             raise ValueError(f"{path}: malformed evaluation CSV, column {c!r} has a non-number {bad!r}")
+    _check_complete(df, path)
     return df
+
+
+def _check_complete(df: pd.DataFrame, path) -> None:
+    """Every attacked subset holds the same samples, each with a row for every task of the model."""
+    tasks = df["task"].nunique()
+    samples = df["sample"].nunique()
+    for key, g in df.groupby(["model_id", "epoch", "attack", "attacked"], sort=False):
+        if len(g) != samples * tasks or g[["sample", "task"]].duplicated().any():
+            raise ValueError(
+                f"{path}: incomplete evaluation CSV, attacked subset {key[3]!r} has {len(g)} rows, "
+                f"expected {samples} samples x {tasks} tasks"
+            )
 
 
 def _letters(ids: str) -> str:
@@ -171,18 +200,6 @@ def aggregate(paths) -> pd.DataFrame:
     return add_helpers(out.sort_values(KEY, kind="stable").reset_index(drop=True))
 
 
-def write_atomic(df: pd.DataFrame, out: Path, **kw) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        df.to_csv(tmp, index=False, **kw)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def input_paths(args) -> list[Path]:
     paths = list(args.inputs)
     if args.inputs_from:
@@ -196,6 +213,6 @@ def input_paths(args) -> list[Path]:
 
 def run(args) -> int:
     df = aggregate(input_paths(args))
-    write_atomic(df, args.out, float_format="%.9g")
+    write_frame(args.out, df, float_format="%.9g")
     print(f"wrote {len(df)} rows to {args.out}")
     return 0

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from fractions import Fraction
 from pathlib import Path
+
+from ..device import CHOICES as DEVICES
+from ..values import budget_arg
 
 COLUMNS = [
     "model_id",
@@ -52,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--norm", required=True, choices=sorted(DUAL), help="attack norm (the gradient's is its dual)"
     )
     p.add_argument(
-        "--eps", required=True, type=_budget, help="attack budget in [0, 1] units (0.0314 or 8/255)"
+        "--eps", required=True, type=budget_arg("--eps"), help="attack budget in [0, 1] (0.0314 or 8/255)"
     )
     p.add_argument(
         "--orders",
@@ -62,20 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit", type=int, default=None, help="use only the first N samples")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--out", required=True, type=Path, help="CSV (e.g. results/theory.csv)")
-
-
-def _budget(text: str) -> float:
-    try:
-        v = float(Fraction(text.replace(" ", "")))
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(
-            f"expected a number or a fraction like 8/255, got {text!r}"
-        ) from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected eps >= 0, got {text!r}")
-    return v
 
 
 # ------------------------------------------------------------------------------------------ gradients
@@ -252,20 +242,21 @@ def parse_orders(orders, model_tasks) -> list[list[str]]:
 
 
 def run(args) -> int:
-    import csv
-    import os
-
+    from ..checkpoint import check_data, load_model
     from ..data.packed import PackedDataset
-    from ..evaluate import resolve_device
-    from ..train import load_model
+    from ..device import resolve
+    from ..files import write_csv
 
-    device = resolve_device(args.device)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    device = resolve(args.device)
     model, meta = load_model(args.checkpoint, device=device)
     for p in model.parameters():
         p.requires_grad_(False)
     tasks = list(meta["tasks"])
     orders = parse_orders(args.orders, tasks)
     dataset = PackedDataset(args.data, tasks)
+    check_data(meta, dataset, args.checkpoint, args.data)
     stats, rows = compute(
         model,
         dataset,
@@ -285,14 +276,10 @@ def run(args) -> int:
         n_samples=stats.n,
     )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            bound = "" if r["bound"] == "" else f"{r['bound']:.9g}"
-            w.writerow({**head, **r, "value": f"{r['value']:.9g}", "bound": bound})
-    os.replace(tmp, out)
+    cells = (
+        {**head, **r, "value": f"{r['value']:.9g}", "bound": "" if r["bound"] == "" else f"{r['bound']:.9g}"}
+        for r in rows
+    )
+    write_csv(out, COLUMNS, ([c[k] for k in COLUMNS] for c in cells))
     print(f"wrote {len(rows)} rows to {out}")
     return 0

@@ -1,4 +1,5 @@
-"""Invariants of every attack and norm, the multi-task objective, WGD's purpose and run_attack's spec checks.
+"""Invariants of every attack and norm, the multi-task objective, WGD's purpose and variants, per-step
+traces, and the spec checks of check_spec / run_attack.
 
 A tiny dense multi-task net (seg + depth_z heads, with BatchNorm and Dropout so that the mode handling
 matters) on random data stands in for a Taskonomy model.
@@ -9,7 +10,19 @@ import torch
 import torch.nn as nn
 
 from mtlrobust import tasks as T
-from mtlrobust.attacks import MultiTaskObjective, apgd, fgsm, mim, pgd, run_attack, wgd
+from mtlrobust.attacks import (
+    METHODS,
+    MultiTaskObjective,
+    apgd,
+    check_spec,
+    cospgd,
+    fgsm,
+    mim,
+    pgd,
+    run_attack,
+    segpgd,
+    wgd,
+)
 from mtlrobust.attacks import _common as C
 
 EPS = {"linf": 8 / 255, "l2": 0.5}
@@ -71,16 +84,22 @@ def attack(name, model, x, y, norm, eps=None, objective=None, **kw):
     eps = EPS[norm] if eps is None else eps
     if name == "fgsm":
         return fgsm(model, obj, x, y, eps=eps, norm=norm)
-    fn, loss = {"pgd": (pgd, obj), "mim": (mim, obj), "apgd": (apgd, obj), "wgd": (wgd, obj.task_losses())}[
-        name
-    ]
+    fn, loss = {
+        "pgd": (pgd, obj),
+        "mim": (mim, obj),
+        "apgd": (apgd, obj),
+        "wgd": (wgd, obj.task_losses()),
+        "segpgd": (segpgd, obj),
+        "cospgd": (cospgd, obj),
+    }[name]
     kw.setdefault("generator", 0)
     if name == "mim":
         kw.setdefault("random_start", True)
     return fn(model, loss, x, y, eps=eps, norm=norm, steps=kw.pop("steps", 5), **kw)
 
 
-ATTACKS = ["fgsm", "pgd", "mim", "apgd", "wgd"]
+ATTACKS = ["fgsm", "pgd", "mim", "apgd", "wgd", "segpgd", "cospgd"]
+ITERATIVE = ATTACKS[1:]
 ALL = pytest.mark.parametrize("norm", ["linf", "l2"])
 
 
@@ -112,7 +131,7 @@ def test_invariants(model, name, norm):
 
 
 @ALL
-@pytest.mark.parametrize("name", ["pgd", "mim", "apgd", "wgd"])
+@pytest.mark.parametrize("name", ITERATIVE)
 def test_seed_changes_output(model, name, norm):
     x, y = batch()
     a = attack(name, model, x, y, norm, generator=torch.Generator().manual_seed(1))
@@ -293,84 +312,147 @@ def test_wgd_attacks_the_task_with_the_smaller_gradient(dominant):
     assert via_wgd > max(via_pgd, 0) * 2, (via_pgd, via_wgd)
 
 
-# ----------------------------------------------------------------------------------------- run_attack
-def test_run_attack_dispatches_like_direct_calls(model):
+# ----------------------------------------------------------------------------- check_spec / run_attack
+FUNCTIONS = {
+    "fgsm": fgsm,
+    "pgd": pgd,
+    "mim": mim,
+    "apgd": apgd,
+    "wgd": wgd,
+    "segpgd": segpgd,
+    "cospgd": cospgd,
+}
+# Every method with non-default values for its keys (step counts small).
+FULL = {
+    "fgsm": {"norm": "l2", "eps": 0.5},
+    "pgd": {"norm": "l2", "eps": 0.5, "step_size": 0.1, "steps": 3, "restarts": 2, "random_start": "radius",
+            "return_best": True},
+    "mim": {"eps": 4 / 255, "step_size": 1 / 255, "steps": 3, "decay": 0.5, "random_start": True},
+    "apgd": {"eps": 4 / 255, "step_size": 1 / 255, "steps": 4, "restarts": 2, "random_start": "uniform",
+             "rho": 0.5, "momentum": 0.5, "schedule": "paper", "quirk_first_window": False},
+    "wgd": {"eps": 4 / 255, "step_size": 1 / 255, "steps": 3, "random_start": False, "variant": "paper"},
+    "segpgd": {"norm": "l2", "eps": 0.5, "step_size": 0.2, "steps": 3, "random_start": "sphere"},
+    "cospgd": {"eps": 4 / 255, "step_size": 1 / 255, "steps": 3},
+}  # fmt: skip
+
+
+def direct(name, model, x, y, tasks, **kw):
+    """The attack function called by hand, with only the given keyword arguments."""
+    obj = MultiTaskObjective(tasks)
+    loss = obj.task_losses() if name == "wgd" else obj
+    if name != "fgsm":
+        kw["generator"] = 0
+    return FUNCTIONS[name](model, loss, x, y, **kw)
+
+
+def test_registry_declares_per_task_losses():
+    assert sorted(METHODS) == sorted([*FUNCTIONS, "none"])
+    assert {k for k, m in METHODS.items() if m.per_task_losses} == {"wgd"}
+    assert all(METHODS[k].fn is f for k, f in FUNCTIONS.items()) and METHODS["none"].fn is None
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+@pytest.mark.parametrize("full", [False, True], ids=["minimal", "full"])
+def test_run_attack_equals_the_direct_call(model, name, full):
+    """A spec gives exactly the attack function called with the keys it sets and its defaults otherwise."""
     x, y = batch()
-    spec = {
-        "name": "pgd8",
-        "method": "pgd",
-        "norm": "linf",
-        "eps": 8 / 255,
-        "step_size": 2 / 255,
-        "steps": 3,
-        "restarts": 1,
-        "random_start": True,
-    }
-    direct = pgd(
-        model, MultiTaskObjective("seg+depth_z"), x, y, eps=8 / 255, step_size=2 / 255, steps=3, generator=0
-    )
-    assert torch.equal(run_attack(spec, model, x, y, "seg+depth_z", generator=0), direct)
-    w = {**spec, "method": "wgd", "gamma": 1.0, "normalize_task_gradients": False}
-    direct = wgd(
-        model,
-        MultiTaskObjective("sd").task_losses(),
-        x,
-        y,
-        eps=8 / 255,
-        step_size=2 / 255,
-        steps=3,
-        gamma=1.0,
-        normalize_task_gradients=False,
-        generator=0,
-    )
-    assert torch.equal(run_attack(w, model, x, y, ["s", "d"], generator=0), direct)
-    f = {
-        "method": "fgsm",
-        "norm": "l2",
-        "eps": 0.5,
-        "step_size": 0.5,
-        "steps": 1,
-        "restarts": 1,
-        "random_start": False,
-    }
+    kw = FULL[name] if full else {"eps": FULL[name]["eps"]}
+    spec = {"name": "a1", "method": name, **kw}
+    if name != "fgsm":
+        kw = {**kw, "steps": 2} if not full else kw  # keep the minimal runs short (APGD's default is 100)
+        spec = {**spec, "steps": kw["steps"]}
+    expect = direct(name, model, x, y, "seg+depth_z", **kw)
+    assert torch.equal(run_attack(spec, model, x, y, "seg+depth_z", generator=0), expect)
+
+
+def test_apgd_spec_keeps_croce_and_hein_defaults(model):
+    """Leaving step_size and random_start out gives eta0 = 2 eps and the sphere start, not PGD's."""
+    x, y = batch()
+    spec = {"method": "apgd", "eps": 8 / 255, "steps": 5}
+    got = run_attack(spec, model, x, y, "seg", generator=0)
     assert torch.equal(
-        run_attack(f, model, x, y, "seg"), fgsm(model, MultiTaskObjective("seg"), x, y, eps=0.5, norm="l2")
+        got,
+        direct("apgd", model, x, y, "seg", eps=8 / 255, steps=5, step_size=16 / 255, random_start="sphere"),
     )
-    a = {
-        "method": "apgd",
-        "eps": 8 / 255,
-        "steps": 4,
-        "rho": 0.5,
-        "schedule": "paper",
-        "weights": {"s": 1, "d": 0},
-    }
-    direct = apgd(
-        model, MultiTaskObjective("seg"), x, y, eps=8 / 255, steps=4, rho=0.5, schedule="paper", generator=0
+    leaked = {**spec, "step_size": 2 / 255, "random_start": True}
+    assert not torch.equal(got, run_attack(leaked, model, x, y, "seg", generator=0))
+
+
+def test_fgsm_with_eps_only_and_none(model):
+    x, y = batch()
+    spec = {"method": "fgsm", "eps": 8 / 255}
+    check_spec(spec)
+    assert torch.equal(run_attack(spec, model, x, y, "seg"), direct("fgsm", model, x, y, "seg", eps=8 / 255))
+    none = run_attack({"method": "none", "name": "clean"}, model, x, y, "seg")
+    assert torch.equal(none, x) and none is not x
+
+
+def test_run_attack_weights_and_reduction(model):
+    x, y = batch()
+    spec = {"method": "pgd", "eps": 8 / 255, "steps": 2, "weights": {"s": 1, "d": 0}}
+    assert torch.equal(
+        run_attack(spec, model, x, y, "sd", generator=0),
+        direct("pgd", model, x, y, "seg", eps=8 / 255, steps=2),
     )
-    assert torch.equal(run_attack(a, model, x, y, "sd", generator=0), direct)
-    assert torch.equal(run_attack({"method": "none", "eps": 0}, model, x, y, "seg"), x)
-    assert torch.equal(run_attack({**spec, "eps": 0.0}, model, x, y, "seg"), x)
+    # the reference reduction reaches the objective: with a half-masked depth the L2 step changes
+    x_ref = run_attack({**spec, "norm": "l2", "eps": 0.5, "weights": None}, model, x, y, "sd", 0,
+                       reduction="reference")  # fmt: skip
+    expect = pgd(model, MultiTaskObjective("sd", reduction="reference"), x, y, eps=0.5, norm="l2", steps=2,
+                 generator=0)  # fmt: skip
+    assert torch.equal(x_ref, expect)
+    assert not torch.equal(x_ref, direct("pgd", model, x, y, "sd", eps=0.5, norm="l2", steps=2))
 
 
 @pytest.mark.parametrize(
     "spec, match",
     [
         ({"method": "cw", "eps": 0.1}, "method must be one of"),
+        ([("method", "pgd")], "must be a mapping"),
         ({"method": "pgd"}, "needs 'eps'"),
-        ({"method": "pgd", "eps": -0.1}, "eps must be"),
+        ({"method": "pgd", "eps": 0}, r"eps must be a finite number in \(0, 1\]"),
+        ({"method": "pgd", "eps": 1.5}, r"in \(0, 1\].*got eps=1.5"),
+        ({"method": "pgd", "norm": "l2", "eps": -1}, "eps must be a finite number > 0"),
         ({"method": "pgd", "eps": "8/255"}, "eps must be"),
         ({"method": "pgd", "eps": 0.1, "steps": 2.5}, "steps must be an integer"),
-        ({"method": "pgd", "eps": 0.1, "decay": 0.5}, "unknown option 'decay'"),
-        ({"method": "fgsm", "eps": 0.1, "steps": 5}, "has no 'steps'"),
+        ({"method": "pgd", "eps": 0.1, "norm": "l1"}, "norm must be one of"),
+        ({"method": "pgd", "eps": 0.1, "decay": 0.5}, "got an unknown option 'decay'"),
+        ({"method": "apgd", "eps": 0.1, "rh0": 0.5}, "unknown option 'rh0' \\(did you mean 'rho'\\?\\)"),
+        ({"method": "fgsm", "eps": 0.1, "steps": 1}, "'fgsm' has no 'steps'"),
+        ({"method": "fgsm", "eps": 0.1, "random_start": False}, "has no 'random_start'"),
         ({"method": "mim", "eps": 0.1, "restarts": 2}, "has no 'restarts'"),
-        ({"method": "apgd", "eps": 0.1, "schedule": "cosine"}, "schedule"),
-        ({"method": "pgd", "eps": 0.1, "random_start": "gauss"}, "random_start"),
+        ({"method": "wgd", "eps": 0.1, "restarts": 1}, "has no 'restarts'"),
+        ({"method": "apgd", "eps": 0.1, "schedule": "cosine"}, "schedule must be one of"),
+        ({"method": "apgd", "eps": 0.1, "rho": 2}, "rho must be a number in"),
+        (
+            {"method": "apgd", "eps": 0.1, "quirk_first_window": "yes"},
+            "quirk_first_window must be true or false",
+        ),
+        ({"method": "pgd", "eps": 0.1, "random_start": "gauss"}, "random_start must be"),
+        ({"method": "pgd", "eps": 0.1, "random_start": "radius"}, "applies to norm='l2' only"),
         ({"method": "pgd", "eps": 0.1, "restarts": 2, "random_start": False}, "needs a random_start"),
-        ({"method": "wgd", "eps": 0.1, "gamma": float("nan")}, "gamma"),
-        ({"method": "none", "decay": 1}, "unknown keys"),
+        ({"method": "pgd", "eps": 0.1, "return_best": 1}, "return_best must be true or false"),
+        ({"method": "mim", "eps": 0.1, "decay": -1}, "decay must be"),
+        ({"method": "wgd", "eps": 0.1, "gamma": float("nan")}, "gamma must be"),
+        ({"method": "wgd", "eps": 0.1, "variant": "literal"}, "variant must be one of"),
+        ({"method": "wgd", "eps": 0.1, "variant": "paper", "gamma": -1}, "variant 'paper' fixes gamma=1"),
+        ({"method": "pgd", "eps": 0.1, "weights": {"s": -1}}, "weight of task 's' must be"),
+        ({"method": "pgd", "eps": 0.1, "weights": {"x": 1}}, "weights: unknown task 'x'"),
+        ({"method": "pgd", "eps": 0.1, "weights": {"s": 0}}, "must not all be 0"),
+        ({"method": "pgd", "eps": 0.1, "name": 3}, "name must be a string"),
+        ({"method": "none", "eps": 0}, "'none' has no 'eps'; it takes no keys"),
+        ({"method": "none", "weights": {"s": 1}}, "'none' has no 'weights'"),
     ],
 )
-def test_run_attack_rejects_bad_specs(model, spec, match):
-    x, y = batch()
+def test_check_spec_rejects_bad_specs(model, spec, match):
     with pytest.raises(ValueError, match=match):
-        run_attack(spec, model, x, y, "seg")
+        check_spec(spec)
+    if isinstance(spec, dict):
+        x, y = batch()
+        with pytest.raises(ValueError, match=match):
+            run_attack(spec, model, x, y, "seg")
+
+
+def test_check_spec_names_the_attack():
+    with pytest.raises(ValueError, match="attack spec 'pgd_l2' \\(method 'pgd'\\): eps must"):
+        check_spec({"name": "pgd_l2", "method": "pgd", "eps": 0})
+    check_spec({"method": "pgd", "norm": "l2", "eps": 2.0, "steps": None})  # L2 radii above 1 are fine

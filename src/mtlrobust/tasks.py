@@ -30,9 +30,16 @@ A       auto            3     rgb / 255 * 2 - 1  (autoencoder target = the input
 below the 65535 "invalid" code). The model input is rgb / 255 in [0, 1].
 
 Losses (per sample, shape [B]): masked cross-entropy over the 18 logits with label 0 ignored for s,
-averaged over valid pixels; masked L1 averaged over valid elements for the others. The reference
-divides by all pixels instead of valid ones: that only rescales each sample's loss by a positive
-constant, so sign-gradient attacks take the same steps.
+masked L1 for the others. ``reduction="valid"`` (the default) averages over each sample's valid pixels
+(elements for L1), so a task's loss does not shrink when part of the view is invalid. ``"reference"``
+is the original code's: the masked sum divided by all pixels (C x H x W elements for L1), and for s each
+pixel's CE multiplied by its class's rebalancing weight (``class_weights``, indexed by raw label; the
+reference's values come from Taskonomy's ``semseg_prior_factor.npy``, which is not distributed here,
+so None means no rebalancing). For one task the two differ by a positive per-sample factor, so
+sign-gradient attacks take the same steps; in a sum over tasks the factors differ per task and sample
+(a view whose depth is half invalid halves depth's share under "reference"), so multi-task training and
+attacks change. ``pixel_weight`` [B, H, W] (detached) scales each pixel's loss before the reduction;
+the dense attacks (SegPGD, CosPGD) use it.
 
 Errors f_i (per sample, shape [B]): s: 1 - mIoU of the image over the classes present in the
 prediction or the label (valid pixels only); others: masked mean squared error. A sample with no
@@ -119,10 +126,32 @@ def _spatial_sum(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).sum(1)
 
 
-def masked_l1(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-sample mean |out - target| over valid elements; mask is [B, 1, H, W] (0/1)."""
-    denom = (_spatial_sum(mask) * out.shape[1]).clamp_min(1.0)
-    return _spatial_sum((out - target).abs() * mask) / denom
+REDUCTIONS = ("valid", "reference")
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"loss reduction must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def masked_l1(
+    out: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    reduction: str = "valid",
+    pixel_weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample masked |out - target|; mask is [B, 1, H, W] (0/1). See the module doc for the options."""
+    _check_reduction(reduction)
+    err = (out - target).abs() * mask
+    if pixel_weight is not None:
+        err = err * pixel_weight[:, None]
+    if reduction == "valid":
+        denom = (_spatial_sum(mask) * out.shape[1]).clamp_min(1.0)
+    else:
+        denom = out[0].numel()
+    return _spatial_sum(err) / denom
 
 
 def masked_mse(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -134,13 +163,34 @@ def masked_mse(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     return torch.where(n > 0, err, torch.full_like(err, float("nan")))
 
 
-def seg_cross_entropy(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-sample cross-entropy averaged over labelled pixels (label 0 = uncertain is ignored)."""
+def seg_cross_entropy(
+    out: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None,
+    *,
+    reduction: str = "valid",
+    pixel_weight: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample cross-entropy over labelled pixels (label 0 = uncertain is ignored; ``mask`` unused).
+
+    ``class_weights``: [18] weights indexed by raw label, multiplying each pixel's CE. Options: module doc.
+    """
     import torch.nn.functional as F
 
+    _check_reduction(reduction)
     ce = F.cross_entropy(out, target, reduction="none", ignore_index=0)
     valid = (target > 0).to(ce.dtype)
-    return _spatial_sum(ce * valid) / _spatial_sum(valid).clamp_min(1.0)
+    w = valid
+    if class_weights is not None:
+        cw = class_weights.to(device=ce.device, dtype=ce.dtype)
+        if cw.shape != (out.shape[1],):
+            raise ValueError(f"class_weights must have shape [{out.shape[1]}], got {tuple(cw.shape)}")
+        w = w * cw[target]
+    if pixel_weight is not None:
+        w = w * pixel_weight
+    denom = _spatial_sum(valid).clamp_min(1.0) if reduction == "valid" else target[0].numel()
+    return _spatial_sum(ce * w) / denom
 
 
 def seg_confusion(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -179,7 +229,7 @@ def seg_error(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> to
 
 # ------------------------------------------------------------------------------------------- the table
 Decode = Callable[[np.ndarray, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray]"]
-Loss = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+Loss = Callable[..., "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -195,7 +245,7 @@ class Task:
     channels: int  # decoder output channels
     decode_fn: Decode
     needs_depth_mask: bool  # mask comes from the view's depth_euclidean
-    loss: Loss  # (out [B,C,H,W], target, mask [B,1,H,W]) -> [B]
+    loss: Loss  # (out [B,C,H,W], target, mask [B,1,H,W], *, reduction, pixel_weight, ...) -> [B]
     error: Loss  # per-sample error f_i -> [B]
     is_segmentation: bool = False
     hflip_negate: tuple[int, ...] = ()  # target channels whose sign flips under a horizontal flip

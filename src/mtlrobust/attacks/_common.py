@@ -50,6 +50,18 @@ def check_args(
     return float(eps), norm_l, None if step_size is None else float(step_size)
 
 
+def check_bool(name: str, v) -> None:
+    if not isinstance(v, bool):
+        raise ValueError(f"{name} must be true or false, got {v!r}")
+
+
+def check_trace(trace) -> None:
+    if trace is not None and not isinstance(trace, list):
+        raise ValueError(
+            f"trace must be a list (the attack appends to it) or None, got {type(trace).__name__}"
+        )
+
+
 def start_kind(random_start, norm: str) -> str | None:
     """Normalise ``random_start``: False -> None, True -> "uniform", or one of START_KINDS."""
     if random_start is False or random_start is None:
@@ -217,6 +229,21 @@ def index(obj, idx: torch.Tensor):
     if isinstance(obj, tuple | list):
         return type(obj)(index(v, idx) for v in obj)
     raise TypeError(f"cannot select samples of a {type(obj).__name__} (expected tensor, dict, tuple or list)")
+
+
+def extend_trace(trace: list | None, runs: list[list[torch.Tensor]]) -> None:
+    """Append to ``trace``, per step, the per-sample loss after that step: the maximum over the restarts'
+    runs (each a list of [B] losses), which is what the same attack stopped after that step would keep."""
+    if trace is not None and runs:
+        trace.extend(torch.stack([torch.stack(r) for r in runs]).amax(0).unbind(0))
+
+
+def unmoved_trace(trace: list | None, steps: int, model, loss: Loss, x: torch.Tensor, y) -> None:
+    """eps = 0: the loss after every step is the loss at x (one forward, only when a trace is asked for)."""
+    if trace is not None:
+        with eval_mode(model):
+            value = loss_at(model, loss, x, y)
+        trace.extend([value] * steps)
 
 
 def keep_better(best_x, best_loss, cand_x, cand_loss):

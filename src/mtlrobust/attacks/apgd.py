@@ -32,6 +32,9 @@ Arguments:
         at its last successful iterate and the others as clean x. (Default: None)
     generator: torch.Generator, int seed or None. A CPU generator seeded s reproduces torchattacks'
         ``APGD(seed=s)`` start without touching the global RNG (torchattacks reseeds it). (Default: None)
+    trace: None or a list to which the per-sample loss [B] at the iterate after each step is appended
+        (``steps`` entries, max over restarts; no extra forward). APGD returns its best point, whose loss
+        is the running maximum of the start's loss and the trace. Needs ``success_fn=None``. (Default: None)
 
 Returns x_adv, same shape/dtype/device as x.
 
@@ -73,6 +76,16 @@ def checkpoints(steps: int, schedule: str = "autoattack") -> list[int]:
     return out
 
 
+def check(*, rho, momentum, schedule, quirk_first_window) -> None:
+    """Checks of apgd's own options."""
+    for name, v in (("rho", rho), ("momentum", momentum)):
+        if not C.is_real(v) or not 0 <= v <= 1:
+            raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    C.check_bool("quirk_first_window", quirk_first_window)
+
+
 def _norm(t):  # auto-attack's per-sample L2 norm, [B, 1, ..., 1]
     return C.bview(t.square().flatten(1).sum(1).sqrt(), t)
 
@@ -98,7 +111,7 @@ def _run(model, loss, x, y, *, eps, norm, steps, eta0, kind, gen, rho, mom, cps,
         hist[0] = loss_cur
     eta = torch.full(C.bview(loss_cur, x).shape, eta0, dtype=x.dtype, device=x.device)
     best_at_check, reduced = loss_best, torch.ones_like(loss_cur, dtype=torch.bool)
-    prev = 0
+    prev, after = 0, []
     for i in range(steps):
         a = mom if i > 0 else 1.0
         step_mom, x_old = x_adv - x_old, x_adv
@@ -113,6 +126,7 @@ def _run(model, loss, x, y, *, eps, norm, steps, eta0, kind, gen, rho, mom, cps,
             ok = ok & ~fooled
             x_best_adv = torch.where(C.bview(fooled, x), x_adv, x_best_adv)
         hist[i + 1] = loss_cur
+        after.append(loss_cur)
         up = loss_cur > loss_best
         x_best, grad_best = (
             torch.where(C.bview(up, x), new, old) for new, old in ((x_adv, x_best), (grad, grad_best))
@@ -125,7 +139,7 @@ def _run(model, loss, x, y, *, eps, norm, steps, eta0, kind, gen, rho, mom, cps,
             best_at_check, red = loss_best, C.bview(reduced, x)
             eta = torch.where(red, eta / 2.0, eta)
             x_adv, grad = torch.where(red, x_best, x_adv), torch.where(red, grad_best, grad)
-    return x_best, loss_best, ok, x_best_adv
+    return x_best, loss_best, ok, x_best_adv, after
 
 
 def _success(success_fn, out, y):
@@ -153,16 +167,19 @@ def apgd(
     quirk_first_window=True,
     success_fn=None,
     generator=None,
+    trace=None,
 ) -> torch.Tensor:
     eps, norm, step_size = C.check_args(
         eps, norm, steps=steps, step_size=step_size, restarts=restarts, random_start=random_start
     )
-    for name, v in (("rho", rho), ("momentum", momentum)):
-        if not C.is_real(v) or not 0 <= v <= 1:
-            raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+    check(rho=rho, momentum=momentum, schedule=schedule, quirk_first_window=quirk_first_window)
+    C.check_trace(trace)
+    if trace is not None and success_fn is not None:
+        raise ValueError("trace needs success_fn=None: with success_fn, restarts attack a shrinking subset")
     cps = set(checkpoints(steps, schedule))
     x = x.detach()
     if eps == 0:
+        C.unmoved_trace(trace, steps, model, loss, x, y)
         return x.clone()
     kind = C.start_kind(random_start, norm)
     gen = C.make_generator(generator, x.device) if kind else None
@@ -171,9 +188,12 @@ def apgd(
                   mom=momentum, cps=cps, quirk=quirk_first_window, success_fn=success_fn)  # fmt: skip
     with C.eval_mode(model):
         if success_fn is None:
-            best = (None, None)
+            best, runs = (None, None), []
             for _ in range(restarts):
-                best = C.keep_better(*best, *run(x, y)[:2])
+                x_run, loss_run, _, _, after = run(x, y)
+                best = C.keep_better(*best, x_run, loss_run)
+                runs.append(after)
+            C.extend_trace(trace, runs)
             return best[0]
         with torch.no_grad():
             ok = ~_success(success_fn, model(x), y)
@@ -182,7 +202,7 @@ def apgd(
             idx = ok.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            _, _, ok_run, adv_run = run(x[idx], C.index(y, idx))
+            _, _, ok_run, adv_run, _ = run(x[idx], C.index(y, idx))
             done = idx[~ok_run]
             ok[done] = False
             adv[done] = adv_run[~ok_run]

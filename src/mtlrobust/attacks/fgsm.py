@@ -13,6 +13,7 @@ Arguments:
     x: [B, ...] inputs in [0, 1] (not modified); y: anything ``loss`` understands.
     eps (required): step and ball radius in input units. eps = 0 returns x.
     norm: "linf" | "l2". (Default: "linf")
+    trace: None or a list; gets one entry, the per-sample loss [B] at x_adv (one extra forward).
 
 Returns x_adv, same shape/dtype/device as x.
 
@@ -27,11 +28,16 @@ import torch
 from . import _common as C
 
 
-def fgsm(model, loss, x, y, *, eps, norm="linf") -> torch.Tensor:
+def fgsm(model, loss, x, y, *, eps, norm="linf", trace=None) -> torch.Tensor:
     eps, norm, _ = C.check_args(eps, norm)
+    C.check_trace(trace)
     x = x.detach()
     if eps == 0:
+        C.unmoved_trace(trace, 1, model, loss, x, y)
         return x.clone()
     with C.eval_mode(model):
         _, grad, _ = C.loss_and_grad(model, loss, x, y)
-    return torch.clamp(x + eps * C.normalized_step(grad, norm), min=0, max=1)
+        x_adv = torch.clamp(x + eps * C.normalized_step(grad, norm), min=0, max=1)
+        if trace is not None:
+            trace.append(C.loss_at(model, loss, x_adv, y))
+    return x_adv

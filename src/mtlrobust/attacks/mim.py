@@ -18,6 +18,7 @@ Arguments:
     decay: momentum factor mu. (Default: 1.0)
     random_start: False (start at x, as the paper and torchattacks) or a kind as in ``pgd``. (Default: False)
     generator: torch.Generator, int seed or None; used only for a random start.
+    trace: None or a list to which the per-sample loss [B] after each step is appended (as in ``pgd``).
 
 Returns x_adv (the last iterate), same shape/dtype/device as x.
 
@@ -30,6 +31,12 @@ from __future__ import annotations
 import torch
 
 from . import _common as C
+
+
+def check(*, decay) -> None:
+    """Checks of mim's own option."""
+    if not C.is_real(decay) or decay < 0:
+        raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
 
 
 def mim(
@@ -45,23 +52,29 @@ def mim(
     decay=1.0,
     random_start=False,
     generator=None,
+    trace=None,
 ) -> torch.Tensor:
     eps, norm, step_size = C.check_args(
         eps, norm, steps=steps, step_size=step_size, random_start=random_start
     )
-    if not C.is_real(decay) or decay < 0:
-        raise ValueError(f"decay must be a finite number >= 0, got {decay!r}")
+    check(decay=decay)
+    C.check_trace(trace)
     x = x.detach()
     if eps == 0:
+        C.unmoved_trace(trace, steps, model, loss, x, y)
         return x.clone()
     alpha = eps / 4 if step_size is None else step_size
     kind = C.start_kind(random_start, norm)
     x_adv = C.random_start(x, eps, norm, kind, C.make_generator(generator, x.device)) if kind else x.clone()
-    momentum = torch.zeros_like(x)
+    momentum, after = torch.zeros_like(x), []
     with C.eval_mode(model):
-        for _ in range(steps):
-            _, grad, _ = C.loss_and_grad(model, loss, x_adv, y)
+        for i in range(steps):
+            value, grad, _ = C.loss_and_grad(model, loss, x_adv, y)
+            if i:
+                after.append(value)
             grad = grad / C.bview(grad.abs().flatten(1).mean(1) + 1e-12, grad)
             momentum = grad + momentum * decay
             x_adv = C.ascend(x_adv, C.normalized_step(momentum, norm), alpha, x, eps, norm)
+        if trace is not None:
+            C.extend_trace(trace, [[*after, C.loss_at(model, loss, x_adv, y)]])
     return x_adv

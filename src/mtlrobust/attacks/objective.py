@@ -2,7 +2,9 @@
 
 As the paper's attack, the default is the unweighted sum of the attacked tasks' training losses from the
 registry (``tasks.py``: masked CE for seg, masked L1 otherwise, each a per-sample mean over valid pixels),
-so masked pixels contribute nothing. Explicit non-negative weights are optional.
+so masked pixels contribute nothing. Explicit non-negative weights are optional. ``reduction="reference"``
+(and ``seg_class_weights``) use the original code's loss reduction instead (``tasks.py`` explains both);
+attack with the reduction the model was trained with.
 
 Example::
     >>> obj = MultiTaskObjective("seg+depth_z")            # or ["s", "d"], weights={"s": 1, "d": 0.1}
@@ -12,20 +14,30 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 
 from .. import tasks as T
 from ._common import is_real
 
+PixelWeight = Callable[[T.Task, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor | None]
+
 
 class MultiTaskObjective:
     """Callable ``(outputs: dict, y=(targets: dict, masks: dict)) -> per-sample loss [B]``."""
 
     def __init__(
-        self, tasks_attacked: str | Iterable[str | T.Task], weights: Mapping[str, float] | None = None
+        self,
+        tasks_attacked: str | Iterable[str | T.Task],
+        weights: Mapping[str, float] | None = None,
+        *,
+        reduction: str = "valid",
+        seg_class_weights: torch.Tensor | None = None,
     ):
+        if reduction not in T.REDUCTIONS:
+            raise ValueError(f"objective reduction must be one of {T.REDUCTIONS}, got {reduction!r}")
+        self.reduction, self.seg_class_weights = reduction, seg_class_weights
         if not isinstance(tasks_attacked, str):
             tasks_attacked = [t.id if isinstance(t, T.Task) else t for t in tasks_attacked]
         self.tasks = T.parse(tasks_attacked)
@@ -42,23 +54,36 @@ class MultiTaskObjective:
             self.weights = {k: float(w[k]) for k in ids}
 
     def __repr__(self) -> str:
-        return f"MultiTaskObjective({T.letters(self.tasks)!r}, weights={self.weights})"
+        return (
+            f"MultiTaskObjective({T.letters(self.tasks)!r}, weights={self.weights}, "
+            f"reduction={self.reduction!r})"
+        )
 
-    def task_loss(self, task_id: str, outputs, y) -> torch.Tensor:
-        """Unweighted per-sample registry loss of one attacked task [B]."""
+    def task_loss(self, task_id: str, outputs, y, pixel_weight: PixelWeight | None = None) -> torch.Tensor:
+        """Unweighted per-sample registry loss of one attacked task [B].
+
+        ``pixel_weight(task, out, target, mask)`` -> detached [B, H, W] weights of the task's pixels, or
+        None for none (the dense attacks' hook).
+        """
         task = T.get(task_id)
         targets, masks = y
         out = (
             outputs if isinstance(outputs, torch.Tensor) and len(self.tasks) == 1 else _pick(outputs, task.id)
         )
         mask = masks.get(task.id) if task.is_segmentation else _pick(masks, task.id, "masks")
-        return task.loss(out, _pick(targets, task.id, "targets"), mask)
+        target = _pick(targets, task.id, "targets")
+        kw = {"reduction": self.reduction}
+        if pixel_weight is not None:
+            kw["pixel_weight"] = pixel_weight(task, out.detach(), target, mask)
+        if task.is_segmentation and self.seg_class_weights is not None:
+            kw["class_weights"] = self.seg_class_weights
+        return task.loss(out, target, mask, **kw)
 
-    def __call__(self, outputs, y) -> torch.Tensor:
+    def __call__(self, outputs, y, pixel_weight: PixelWeight | None = None) -> torch.Tensor:
         total = None
         for task_id, w in self.weights.items():
             if w:
-                term = w * self.task_loss(task_id, outputs, y)
+                term = w * self.task_loss(task_id, outputs, y, pixel_weight)
                 total = term if total is None else total + term
         return total
 

@@ -21,6 +21,10 @@ Arguments:
     return_best: return each sample's highest-loss iterate (start included, strict ``>``) instead of the
         last one; costs one extra forward. (Default: False)
     generator: torch.Generator, int seed or None (fresh OS seed); the global RNG is never used.
+    trace: None or a list to which the per-sample attacked loss [B] after each step is appended (``steps``
+        entries; with restarts, the maximum over them). It reuses each step's forward, plus one at the end.
+        Without ``return_best`` the last entry is the loss at x_adv, and entry t is the loss the same
+        attack with t + 1 steps would reach. (Default: None)
 
 Returns x_adv, same shape/dtype/device as x.
 
@@ -34,6 +38,13 @@ from __future__ import annotations
 import torch
 
 from . import _common as C
+
+
+def check(*, restarts, random_start, return_best) -> None:
+    """Checks of pgd's own options (the shared ones are ``_common.check_args``'s)."""
+    if restarts > 1 and not random_start:
+        raise ValueError("restarts > 1 needs a random_start: every restart would be the same run")
+    C.check_bool("return_best", return_best)
 
 
 def pgd(
@@ -50,30 +61,37 @@ def pgd(
     restarts=1,
     return_best=False,
     generator=None,
+    trace=None,
 ) -> torch.Tensor:
     eps, norm, step_size = C.check_args(
         eps, norm, steps=steps, step_size=step_size, restarts=restarts, random_start=random_start
     )
-    if restarts > 1 and not random_start:
-        raise ValueError("restarts > 1 needs a random_start: every restart would be the same run")
+    check(restarts=restarts, random_start=random_start, return_best=return_best)
+    C.check_trace(trace)
     x = x.detach()
     if eps == 0:
+        C.unmoved_trace(trace, steps, model, loss, x, y)
         return x.clone()
     alpha = eps / 4 if step_size is None else step_size
     kind = C.start_kind(random_start, norm)
     gen = C.make_generator(generator, x.device) if kind else None
-    best = (None, None)  # (x, loss) per sample over restarts
+    best, runs = (None, None), []  # best (x, loss) per sample over restarts; losses after each step
     with C.eval_mode(model):
         for _ in range(restarts):
             x_adv = C.random_start(x, eps, norm, kind, gen) if kind else x.clone()
-            run = (None, None)  # best iterate of this run
-            for _ in range(steps):
+            run, after = (None, None), []  # best iterate of this run; its loss after each step
+            for i in range(steps):
                 value, grad, _ = C.loss_and_grad(model, loss, x_adv, y)
+                if i:
+                    after.append(value)  # the loss after step i - 1, from this step's forward
                 if return_best:
                     run = C.keep_better(*run, x_adv, value)
                 x_adv = C.ascend(x_adv, C.normalized_step(grad, norm), alpha, x, eps, norm)
-            if not return_best and restarts == 1:
+            if not return_best and restarts == 1 and trace is None:
                 return x_adv
-            run = C.keep_better(*run, x_adv, C.loss_at(model, loss, x_adv, y))
+            final = C.loss_at(model, loss, x_adv, y)
+            runs.append([*after, final])
+            run = C.keep_better(*run, x_adv, final)
             best = C.keep_better(*best, *run)
+    C.extend_trace(trace, runs)
     return best[0]

@@ -278,17 +278,54 @@ def test_seg_attack_raises_seg_error(model):
 
 
 # ------------------------------------------------------------------------------------------------ wgd
-def test_wgd_reduces_to_pgd(model):
+@ALL
+@pytest.mark.parametrize("variant", ["paper", "balanced"])
+def test_wgd_with_one_attacked_task_is_pgd(model, norm, variant):
+    """r_1 = 1 with one task: the paper's rule is PGD bit for bit; the balanced one normalises the gradient
+    first, which keeps its sign (L-inf: identical) and its direction (L2: equal up to rounding)."""
     x, y = batch()
     seg = MultiTaskObjective("seg")
-    # one task: r = 1, the normalised gradient has the same sign
-    assert torch.equal(
-        attack("wgd", model, x, y, "linf", objective=seg), attack("pgd", model, x, y, "linf", objective=seg)
-    )
-    # gamma = 0 without normalisation: plain PGD on the sum of the task losses
+    w = attack("wgd", model, x, y, norm, objective=seg, variant=variant)
+    p = attack("pgd", model, x, y, norm, objective=seg)
+    if variant == "paper" or norm == "linf":
+        assert torch.equal(w, p)
+    else:
+        assert torch.allclose(w, p, atol=1e-6)
+
+
+def test_wgd_variants(model):
+    x, y = batch()
     both = MultiTaskObjective("seg+depth_z")
-    plain = attack("wgd", model, x, y, "l2", objective=both, gamma=0, normalize_task_gradients=False)
+
+    def run(norm="linf", **kw):
+        return attack("wgd", model, x, y, norm, objective=both, **kw)
+
+    paper = run(variant="paper")
+    # the paper's rule is gamma = +1 without normalisation; the default is gamma = -1 with it
+    assert torch.equal(paper, run(gamma=1, normalize_task_gradients=False))
+    assert torch.equal(run(), run(gamma=-1, normalize_task_gradients=True))
+    assert not torch.equal(paper, run())
+    # gamma = 0 without normalisation: plain PGD on the sum of the task losses
+    plain = run("l2", gamma=0, normalize_task_gradients=False)
     assert torch.equal(plain, attack("pgd", model, x, y, "l2", objective=both))
+
+
+def test_wgd_paper_rule_weights_gradients_by_the_relative_rate():
+    """Two linear task losses L_a = 3 v_0, L_b = v_1 (gradients (3, 0) and (0, 1)): the paper's second step
+    goes along r_a (3, 0) + r_b (0, 1), r_i = (L_i(1) / L_i(0)) / mean_j (L_j(1) / L_j(0))."""
+    x = torch.full((1, 2, 1, 1), 0.5, dtype=torch.float64)
+
+    def model(v):
+        return {"a": v[:, 0].flatten(1).sum(1), "b": v[:, 1].flatten(1).sum(1)}
+
+    losses = {"a": lambda out, y: 3.0 * out["a"], "b": lambda out, y: out["b"]}
+    kw = dict(eps=1.0, norm="l2", step_size=0.05, random_start=False, variant="paper")
+    x1, x2 = (wgd(model, losses, x, None, steps=n, **kw).flatten() for n in (1, 2))
+    assert torch.allclose(x1 - 0.5, 0.05 * torch.tensor([3.0, 1.0], dtype=torch.float64) / 10**0.5)
+    rate = torch.stack([3 * x1[0] / 1.5, x1[1] / 0.5])
+    r = rate / rate.mean()
+    direction = torch.stack([3 * r[0], r[1]])
+    assert torch.allclose(x2 - x1, 0.05 * direction / direction.norm())
 
 
 @pytest.mark.parametrize("dominant", ["depth_z", "seg"])

@@ -83,7 +83,7 @@ def attack(name, model, x, y, norm, eps=None, objective=None, **kw):
     obj = objective or MultiTaskObjective("seg+depth_z")
     eps = EPS[norm] if eps is None else eps
     if name == "fgsm":
-        return fgsm(model, obj, x, y, eps=eps, norm=norm)
+        return fgsm(model, obj, x, y, eps=eps, norm=norm, **kw)
     fn, loss = {
         "pgd": (pgd, obj),
         "mim": (mim, obj),
@@ -493,3 +493,79 @@ def test_check_spec_names_the_attack():
     with pytest.raises(ValueError, match="attack spec 'pgd_l2' \\(method 'pgd'\\): eps must"):
         check_spec({"name": "pgd_l2", "method": "pgd", "eps": 0})
     check_spec({"method": "pgd", "norm": "l2", "eps": 2.0, "steps": None})  # L2 radii above 1 are fine
+
+
+# ----------------------------------------------------------------------------------------------- trace
+def loss_at(model, obj, x_adv, y):
+    with torch.no_grad():
+        return obj(model.eval()(x_adv), y)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_trace_records_each_step_without_changing_x_adv(model, name):
+    x, y = batch()
+    obj = MultiTaskObjective("seg+depth_z")
+    steps = 1 if name == "fgsm" else 4
+    kw = {} if name == "fgsm" else {"steps": steps}
+    trace = []
+    x_adv = attack(name, model, x, y, "linf", objective=obj, trace=trace, **kw)
+    assert torch.equal(x_adv, attack(name, model, x, y, "linf", objective=obj, **kw))
+    assert len(trace) == steps and all(t.shape == (4,) and torch.isfinite(t).all() for t in trace)
+    final = loss_at(model, obj, x_adv, y)
+    if name == "apgd":  # APGD returns its best point: at least as good as any traced iterate
+        assert (final >= torch.stack(trace).amax(0)).all()
+    else:  # the other attacks return their last iterate, whose loss is the last entry
+        assert torch.allclose(trace[-1], final, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("name", ["pgd", "mim", "wgd", "cospgd"])
+def test_trace_entry_t_is_the_loss_of_the_attack_with_t_plus_1_steps(model, name):
+    """One run with a trace gives the whole steps ablation of these attacks (their step t does not depend
+    on the total number of steps; SegPGD's and APGD's do)."""
+    x, y = batch()
+    obj = MultiTaskObjective("seg+depth_z")
+    trace = []
+    attack(name, model, x, y, "l2", objective=obj, steps=4, trace=trace)
+    for t in (0, 2):
+        shorter = attack(name, model, x, y, "l2", objective=obj, steps=t + 1)
+        assert torch.allclose(trace[t], loss_at(model, obj, shorter, y), rtol=1e-6, atol=0)
+
+
+def test_trace_costs_one_forward_at_most(model):
+    x, y = batch()
+    for name, extra in (("pgd", 1), ("apgd", 0)):
+        model.calls = 0
+        attack(name, model, x, y, "linf", steps=5)
+        plain, model.calls = model.calls, 0
+        attack(name, model, x, y, "linf", steps=5, trace=[])
+        assert model.calls == plain + extra, name
+
+
+def test_trace_with_restarts_keeps_the_best_run(model):
+    x, y = batch()
+    obj = MultiTaskObjective("seg+depth_z")
+    trace, single = [], []
+    x_adv = attack("pgd", model, x, y, "linf", objective=obj, restarts=3, trace=trace)
+    attack("pgd", model, x, y, "linf", objective=obj, trace=single)  # = the first of the 3 restarts
+    assert len(trace) == 5 and torch.allclose(trace[-1], loss_at(model, obj, x_adv, y), rtol=1e-6, atol=0)
+    assert all((a >= b).all() for a, b in zip(trace, single, strict=True))
+    assert any((a > b).any() for a, b in zip(trace, single, strict=True))
+
+
+def test_trace_edge_cases(model):
+    x, y = batch()
+    obj = MultiTaskObjective("seg")
+    trace = []
+    pgd(model, obj, x, y, eps=0, steps=3, trace=trace)  # no attack: the loss stays the clean one
+    assert len(trace) == 3 and torch.equal(trace[0], loss_at(model, obj, x, y))
+    spec = {"method": "pgd", "eps": 8 / 255, "steps": 3}
+    trace = []
+    run_attack(spec, model, x, y, "seg", generator=0, trace=trace)
+    assert len(trace) == 3
+    trace = []
+    run_attack({"method": "none"}, model, x, y, "seg", trace=trace)
+    assert trace == []
+    with pytest.raises(ValueError, match="trace must be a list"):
+        pgd(model, obj, x, y, eps=0.1, trace=())
+    with pytest.raises(ValueError, match="trace needs success_fn=None"):
+        apgd(model, obj, x, y, eps=0.1, success_fn=lambda o, y: torch.ones(4, dtype=torch.bool), trace=[])

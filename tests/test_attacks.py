@@ -569,3 +569,41 @@ def test_trace_edge_cases(model):
         pgd(model, obj, x, y, eps=0.1, trace=())
     with pytest.raises(ValueError, match="trace needs success_fn=None"):
         apgd(model, obj, x, y, eps=0.1, success_fn=lambda o, y: torch.ones(4, dtype=torch.bool), trace=[])
+
+
+# ---------------------------------------------------------------------------------------- dense attacks
+@ALL
+@pytest.mark.parametrize("name", ["segpgd", "cospgd"])
+def test_dense_attacks_on_a_one_channel_regression_task_are_pgd(model, name, norm):
+    """No 'correct' pixel for SegPGD, a constant cosine weight for CosPGD: both are PGD on depth."""
+    x, y = batch()
+    depth = MultiTaskObjective("depth_z")
+    assert torch.equal(
+        attack(name, model, x, y, norm, objective=depth), attack("pgd", model, x, y, norm, objective=depth)
+    )
+
+
+def test_segpgd_weights_move_from_correct_to_wrong_pixels():
+    from mtlrobust.attacks.segpgd import _weights
+
+    out = torch.zeros(1, 18, 1, 3)
+    out[0, 0] = 9.0  # channel 0 ("uncertain") is not a class: the prediction is class 5 everywhere
+    out[0, 5] = 1.0
+    target = torch.tensor([[[5, 6, 0]]])
+    for t, lam in ((0, 0.0), (3, 0.375)):
+        w = _weights(t, 4)(T.get("s"), out, target, None)
+        assert w.tolist() == [[[1 - lam, lam, lam]]]  # the unlabelled pixel is excluded by the loss itself
+    assert _weights(0, 4)(T.get("d"), out, target, None) is None
+
+
+@pytest.mark.parametrize("name", ["segpgd", "cospgd"])
+def test_dense_attacks_raise_seg_error(model, name):
+    x, (targets, masks) = batch(b=8)
+    model.eval()
+    with torch.no_grad():
+        labels = model(x)["seg"][:, 1:].argmax(1) + 1
+    y = ({"seg": labels, "depth_z": targets["depth_z"]}, masks)
+    x_adv = attack(name, model, x, y, "linf", objective=MultiTaskObjective("seg"), steps=10)
+    with torch.no_grad():
+        clean, adv = (T.seg_error(model(v)["seg"], labels, None) for v in (x, x_adv))
+    assert clean.max() == 0 and adv.mean() > 0.1

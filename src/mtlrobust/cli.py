@@ -3,12 +3,18 @@
 Each sub-command lives in the module that does the work (``add_arguments(parser)`` and
 ``run(args)`` there); only the chosen module is imported, so ``mtlrobust synthesize`` does not pay
 for importing torch.
+
+Errors: a user's mistake (a bad flag value, a missing or malformed file, a full disk, a training that
+diverged) ends as one line ``mtlrobust STAGE: error: MESSAGE`` and exit status 2, like argparse's own
+errors; any other exception is a bug and keeps its traceback. ``mtlrobust --debug STAGE ...`` (or
+``MTLROBUST_DEBUG=1``) shows the traceback of user errors too.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from . import __version__
@@ -27,13 +33,32 @@ COMMANDS = {
 }
 
 
+# Exceptions that report a user's mistake; an exception class may also declare ``user_error = True``.
+USER_ERRORS = (ValueError, KeyError, OSError, FloatingPointError)
+
+
+def is_user_error(e: BaseException) -> bool:
+    return isinstance(e, USER_ERRORS) or getattr(e, "user_error", False)
+
+
+def one_line(e: BaseException) -> str:
+    """The exception's message on one line (KeyError's without the quotes its str() adds)."""
+    msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)
+    msg = "; ".join(line.strip() for line in str(msg).splitlines() if line.strip())
+    return msg or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = argparse.ArgumentParser(prog="mtlrobust", description=__doc__.splitlines()[0])
     top.add_argument("--version", action="version", version=f"mtlrobust {__version__}")
+    top.add_argument("--debug", action="store_true", help="full tracebacks, also for user errors")
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
+    debug = os.environ.get("MTLROBUST_DEBUG", "") not in ("", "0")
+    while argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
     if not argv or argv[0] not in COMMANDS:
         top.parse_args(argv)  # prints help / version / "invalid choice"
         top.print_help()
@@ -43,7 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"mtlrobust {name}", description=COMMANDS[name][1])
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except Exception as e:
+        if debug or not is_user_error(e):
+            raise
+        print(f"mtlrobust {name}: error: {one_line(e)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

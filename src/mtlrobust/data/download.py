@@ -86,6 +86,8 @@ _MAX_BACKOFF_S = 60.0
 class DownloadError(RuntimeError):
     """A download, checksum or extraction failed; the message names the URL or file."""
 
+    user_error = True  # the command line reports it as one line (mtlrobust.cli)
+
 
 class _Transient(Exception):
     """An error worth retrying (connection reset, timeout, 5xx, short read)."""

@@ -59,6 +59,8 @@ def domain_format(domain: str) -> str:
 class TaskonomyFileError(RuntimeError):
     """A missing, truncated, corrupt or wrongly formatted Taskonomy file (``.path`` names it)."""
 
+    user_error = True  # the command line reports it as one line (mtlrobust.cli)
+
     def __init__(self, path: str | Path, reason: str):
         self.path, self.reason = Path(path), reason
         super().__init__(f"{path}: {reason}")

@@ -215,3 +215,70 @@ def test_bad_inputs_are_named():
         S.interval(1.0, [1.0, 2.0], 5, level=95)
     with pytest.raises(ValueError, match="at least 1"):
         S.resample_counts(0)
+
+
+def _eval_rows(seed=0, n=60):
+    """Per-sample evaluation rows (evaluate.COLUMNS) of a 2-task model and a single-task model."""
+    from mtlrobust.evaluate import COLUMNS
+
+    rng = np.random.default_rng(seed)
+    fixed = {"arch": "resnet18", "weighting": "uniform", "epoch": 3, "attack": "pgd", "method": "pgd"}
+    fixed |= {
+        "norm": "linf",
+        "eps": 8 / 255,
+        "step_size": 2 / 255,
+        "steps": 5,
+        "restarts": 1,
+        "options": "{}",
+    }
+    rows = []
+    for mid, tasks in {"m2": ["seg", "depth_z"], "m1": ["seg"]}.items():
+        for sub in [tasks[:1], tasks] if len(tasks) > 1 else [tasks]:
+            for k in rng.permutation(n):  # rows in any order
+                for t in tasks:
+                    ce = 0.0 if (k == 0 and t == "seg") else rng.uniform(0.2, 1.0)
+                    cl = rng.uniform(0.5, 1.0)
+                    row = {"model_id": mid, "tasks": "+".join(tasks), "attacked": "+".join(sub), "task": t}
+                    row |= {"sample": int(k), "view": f"v{k}", "clean_loss": cl, "clean_error": ce}
+                    row |= {
+                        "adv_loss": cl + rng.uniform(0, 1 + len(sub)),
+                        "adv_error": ce * rng.uniform(1, 3) + 0.1,
+                    }
+                    rows.append({**fixed, **row, "dataset_clean_miou": np.nan, "dataset_adv_miou": np.nan})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_cell_draws_match_the_vulnerability_table_and_pair_any_two_cells():
+    from mtlrobust.analysis.aggregate import KEY, reduce_eval
+
+    assert list(S.CellDraws.KEY) == KEY
+    rows = _eval_rows()
+    vt = reduce_eval(rows)
+    cd = S.CellDraws(rows)
+    for r in vt.itertuples():
+        key = (r.model_id, r.epoch, r.attack, r.attacked, r.task)
+        iv = cd.interval(key)
+        assert iv.value == r.rel_vuln and iv.n == r.n  # exactly the table's number
+        assert cd.clean_error_draws(key).mean() == pytest.approx(r.clean_error, rel=0.05)
+    a, b = ("m2", 3, "pgd", "seg+depth_z", "seg"), ("m1", 3, "pgd", "seg", "seg")
+    d = cd.diff(a, b)
+    assert d.value == cd.interval(a).value - cd.interval(b).value
+    ja, jb = cd._j(a), cd._j(b)
+    alone = S.rel_vuln_diff(cd.clean[:, ja], cd.adv[:, ja], cd.clean[:, jb], cd.adv[:, jb])
+    assert (d.lo, d.hi, d.n) == (pytest.approx(alone.lo), pytest.approx(alone.hi), alone.n)  # same draws
+    with pytest.raises(KeyError, match="not in the per-sample rows"):
+        cd.interval(("m3", 3, "pgd", "seg", "seg"))
+
+
+def test_prefix_dl_gives_the_adversarial_vulnerability_of_each_prefix():
+    from mtlrobust.analysis.aggregate import reduce_eval
+
+    rows = _eval_rows(1)
+    m2 = rows[rows["model_id"] == "m2"]
+    dl = S.prefix_dl(m2, [["seg"], ["seg", "depth_z"]])
+    vt = reduce_eval(m2).set_index(["attacked", "task"])
+    fig = S.marginal_intervals(dl, resamples=200)
+    assert fig.bars[0].value == pytest.approx(vt.loc[("seg", "seg"), "adv_vulnerability"], abs=1e-12)
+    assert fig.bars[1].value == pytest.approx(vt.loc[("seg+depth_z", "seg"), "adv_vulnerability"], abs=1e-12)
+    with pytest.raises(ValueError, match="'depth_z'"):
+        S.prefix_dl(m2, [["depth_z"]])

@@ -16,6 +16,9 @@ Conventions (one place, so every interval of the study is comparable):
   a cell is NaN, hence skipped too). Within a draw the cell is the mean over its valid drawn samples;
 * ``n`` of an interval = the samples (or cells, for a correlation; seeds, for ``seed_interval``) it rests
   on. Bounds are NaN when fewer than 2 remain;
+* ``CellDraws`` puts every cell of the per-sample evaluation rows on one set of draws (the producer's
+  entry point: ``interval(key)``, ``diff(key_a, key_b)``, draws for ``pearson_interval``); ``prefix_dl``
+  and ``marginal_intervals`` do the same for Figure 1;
 * ``format_interval``: value and bounds share the decimal places that give the largest of the three
   absolute values 3 significant digits (``0.890 [0.850, 0.930]``, ``135 [120, 150]``,
   ``-0.0082 [-0.0120, -0.0040]``); scientific notation with 3 significant digits when that largest value
@@ -206,6 +209,79 @@ def paired_bootstrap(
     idx = resample_indices(size, resamples, seed)
     draws = np.array([float(statistic(*(x[i] for x in xs))) for i in idx])
     return interval(value, draws, size if n is None else n, level)
+
+
+class CellDraws:
+    """Every cell of per-sample evaluation rows on one set of draws: intervals and paired differences.
+
+    ``rows``: concatenated evaluation CSVs (``evaluate.COLUMNS``); a cell is one ``key`` tuple, by default
+    (model_id, epoch, attack, attacked, task) as in ``results/vulnerability.csv``. All cells are aligned
+    by ``sample`` and resampled with the same draws, so any two of them can be compared (``diff``).
+    """
+
+    KEY = ("model_id", "epoch", "attack", "attacked", "task")
+
+    def __init__(self, rows: pd.DataFrame, key=KEY, *, resamples=RESAMPLES, level=LEVEL, seed=SEED):
+        clean = sample_matrix(rows, key, "clean_error")
+        adv = sample_matrix(rows, key, "adv_error").reindex(index=clean.index, columns=clean.columns)
+        self.level = level
+        self.cols = {k if isinstance(k, tuple) else (k,): j for j, k in enumerate(clean.columns)}
+        self.clean, self.adv = clean.to_numpy(np.float64), adv.to_numpy(np.float64)
+        self.counts = resample_counts(len(clean), resamples, seed)
+        self.draws = resampled_means(ratios(self.clean, self.adv), self.counts)
+        # point values from the rows in their own order, as aggregate sums them (bit-identical)
+        self._rv = {
+            self._j(k if isinstance(k, tuple) else (k,)): M.relative_vulnerability(
+                g["clean_error"], g["adv_error"]
+            )
+            for k, g in rows.groupby(list(key), sort=False)
+        }
+
+    def _j(self, key) -> int:
+        k = tuple(key)
+        if k not in self.cols:
+            raise KeyError(f"cell {k} is not in the per-sample rows")
+        return self.cols[k]
+
+    def rel_vuln(self, key) -> M.RelVuln:
+        return self._rv[self._j(key)]
+
+    def interval(self, key) -> Interval:
+        """The cell's relative task vulnerability (= the tables' value) with its interval."""
+        rv = self.rel_vuln(key)
+        return interval(rv.value, self.draws[:, self._j(key)], rv.n, self.level)
+
+    def diff(self, key_a, key_b) -> Interval:
+        """Paired interval of v(a) - v(b); ``n`` = the smaller sample count."""
+        a, b = self.rel_vuln(key_a), self.rel_vuln(key_b)
+        d = self.draws[:, self._j(key_a)] - self.draws[:, self._j(key_b)]
+        return interval(a.value - b.value, d, min(a.n, b.n), self.level)
+
+    def rel_vuln_draws(self, key) -> np.ndarray:
+        """[draws] of the cell's relative vulnerability (for ``pearson_interval``)."""
+        return self.draws[:, self._j(key)]
+
+    def clean_error_draws(self, key) -> np.ndarray:
+        """[draws] of the cell's mean clean error (the tables' ``clean_error``, NaN skipped)."""
+        return resampled_means(self.clean[:, self._j(key)], self.counts)[:, 0]
+
+
+def prefix_dl(rows: pd.DataFrame, prefixes: Sequence[Sequence[str]], sample: str = "sample") -> np.ndarray:
+    """[samples, K] |L_prefix(x + d) - L_prefix(x)| of one model, epoch and attack (``marginal_intervals``).
+
+    ``rows``: that model's per-sample evaluation rows; prefix k is the attacked subset ``"+".join(p)``,
+    L its summed per-task losses (Definition 1). NaN where a task's loss is missing or NaN.
+    """
+    cols = []
+    index = pd.Index(sorted(rows[sample].unique()), name=sample)
+    for p in prefixes:
+        g = rows[rows["attacked"] == "+".join(p)]
+        if g.empty:
+            raise ValueError(f"no per-sample rows for the attacked subset {'+'.join(p)!r}")
+        g = g.assign(_d=g["adv_loss"] - g["clean_loss"])
+        wide = g.pivot(index=sample, columns="task", values="_d").reindex(index=index, columns=list(p))
+        cols.append(np.abs(wide.sum(axis=1, min_count=len(p)).to_numpy(np.float64)))
+    return np.column_stack(cols)
 
 
 # ------------------------------------------------------------------------------------ correlation

@@ -197,6 +197,7 @@ def test_killed_run_resumes_where_it_was(fake_root, tmp_path, capsys):
     train(_cfg(fake_root, out, tasks=["depth_z"], epochs=2, batch_size=2))  # the same command, rerun
     assert "resuming interrupted run" in capsys.readouterr().err
     _assert_same_state(load_checkpoint(ref), load_checkpoint(out))
+    assert out.read_bytes() == ref.read_bytes()  # killed and resumed: the same checkpoint bytes
     assert not partial.exists()
 
 
@@ -323,3 +324,63 @@ def test_validation_errors_and_trivial_predictor(fake_root):
     assert all(perfect[f"trivial:{t}"] > 0.01 for t in TASKS)
     const = validate(_Oracle(TASKS, trivial), val_ds, TASKS, batch_size=4, device="cpu", trivial=trivial)
     assert all(const[t] == pytest.approx(const[f"trivial:{t}"]) for t in TASKS)
+
+
+# ------------------------------------------------------------------------------------- reproducibility
+def test_same_command_same_checkpoint_bytes(fake_root, tmp_path):
+    kw = dict(tasks=["depth_z"], epochs=2, batch_size=4, hflip=True, checkpoint_every=0)
+    for run in ("a", "b"):
+        train(_cfg(fake_root, tmp_path / run / "epoch2.pt", **kw))
+    train(_cfg(fake_root, tmp_path / "c/epoch1.pt", **{**kw, "epochs": 1}))
+    train(_cfg(fake_root, tmp_path / "c/epoch2.pt", resume_from=str(tmp_path / "c/epoch1.pt"), **kw))
+    a = (tmp_path / "a/epoch2.pt").read_bytes()
+    assert a == (tmp_path / "b/epoch2.pt").read_bytes()
+    assert a == (tmp_path / "c/epoch2.pt").read_bytes()  # resumed at a milestone: the same bytes too
+    log = pd.read_csv(tmp_path / "c/epoch2.csv")
+    assert log["time_s"].notna().all() and list(log["epoch"]) == [1, 2]  # timings live in the log
+
+
+def test_stale_partial_is_discarded_with_a_warning(fake_root, tmp_path, capsys):
+    out = tmp_path / "m/epoch2.pt"
+    partial = out.with_name(out.name + ".partial")
+    kw = dict(tasks=["depth_z"], epochs=2, batch_size=4, checkpoint_every=0, val_limit=0)
+    train(_cfg(fake_root, tmp_path / "m/epoch1.pt", **{**kw, "epochs": 1}))
+    partial.write_bytes((tmp_path / "m/epoch1.pt").read_bytes())  # as left by a killed run at lr 1e-3
+    capsys.readouterr()
+    train(_cfg(fake_root, out, lr=2e-3, **kw))
+    err = capsys.readouterr().err
+    assert f"warning: discarding {partial}, starting over" in err and "lr: checkpoint 0.001, now 0.002" in err
+    assert not partial.exists() and load_checkpoint(out)["hparams"]["lr"] == 2e-3
+    ref = tmp_path / "ref/epoch2.pt"
+    train(_cfg(fake_root, ref, lr=2e-3, **kw))
+    assert out.read_bytes() == ref.read_bytes()  # the same as a fresh run
+
+
+def test_sgd_is_stored_and_checked_on_resume(fake_root, tmp_path):
+    kw = dict(tasks=["depth_z"], batch_size=4, checkpoint_every=0, val_limit=0, optimizer="sgd", lr=0.01)
+    first = tmp_path / "m/epoch1.pt"
+    train(_cfg(fake_root, first, epochs=1, momentum=0.9, **kw))
+    ckpt = load_checkpoint(first)
+    assert ckpt["hparams"]["optimizer"] == "sgd" and ckpt["hparams"]["momentum"] == 0.9
+    assert ckpt["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    with pytest.raises(ValueError, match="momentum: checkpoint 0.9, now 0.99"):
+        train(_cfg(fake_root, tmp_path / "m/epoch2.pt", epochs=2, resume_from=str(first), **kw))
+    adam = {**kw, "optimizer": "adam"}
+    with pytest.raises(ValueError, match="optimizer: checkpoint 'sgd', now 'adam'"):
+        train(_cfg(fake_root, tmp_path / "m/epoch2.pt", epochs=2, resume_from=str(first), **adam))
+
+
+def test_disk_full_while_saving_leaves_no_temp_file(fake_root, tmp_path, monkeypatch):
+    import errno
+
+    def full(obj, f):
+        f.write(b"partial bytes")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    out = tmp_path / "m/epoch1.pt"
+    with pytest.raises(OSError, match=f"^disk full while writing {out}$"):
+        train(
+            _cfg(fake_root, out, tasks=["depth_z"], epochs=1, batch_size=4, val_limit=0, checkpoint_every=0)
+        )
+    assert sorted(p.name for p in out.parent.iterdir()) == ["epoch1.csv"]  # the log, no checkpoint or temp

@@ -9,6 +9,7 @@ study and seed give the same bytes.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -69,15 +70,28 @@ def non_finite_tensors(state: Mapping) -> list[str]:
     ]
 
 
+def _canonical(obj):
+    """A copy with every string interned. Pickle writes a string once per distinct object, so without this
+    a resumed run (keys read back from a checkpoint) would write other bytes than an uninterrupted one."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_canonical(v) for v in obj)
+    return obj
+
+
 def save(path, ckpt: Mapping) -> None:
-    """Write ``ckpt`` atomically; refuses weights with NaN/inf so no broken model is ever written."""
+    """Write ``ckpt`` atomically, the same bytes for the same content; refuses weights with NaN/inf so no
+    broken model is ever written."""
     bad = non_finite_tensors(ckpt["model"])
     if bad:
         raise FloatingPointError(
             f"not writing {path}: the weights of {ckpt.get('model_id', 'the model')} are not finite "
             f"({len(bad)} tensors, e.g. {bad[0]}) after epoch {ckpt.get('epoch')}; lower --lr"
         )
-    torch_save(path, dict(ckpt))
+    torch_save(path, _canonical(dict(ckpt)))
 
 
 def load_checkpoint(path, expect=None, map_location="cpu") -> dict:

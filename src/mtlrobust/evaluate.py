@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .device import CHOICES as DEVICES
-from .files import atomic_path
+from .files import atomic_path, check_output
 
 COLUMNS = [
     "model_id",
@@ -265,6 +265,7 @@ def write_csv(rows, out: Path) -> None:
 
 
 def _check_args(args) -> None:
+    check_output(args.out, "--out")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:

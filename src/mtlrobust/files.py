@@ -47,6 +47,12 @@ def atomic_path(path, *, fsync: bool = True) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def check_output(path, flag: str) -> None:
+    """Fail before any work if the output path of ``flag`` is a folder (the final write would fail)."""
+    if path is not None and Path(path).is_dir():
+        raise IsADirectoryError(f"{flag} {path}: is a folder, expected a file path")
+
+
 def write_text(path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -44,7 +44,7 @@ from .baseline import TRIVIAL_COLUMN, VAL_COLUMN, constant_predictor, target_sta
 from .checkpoint import FORMAT, check_expect, checkpoint_meta, load_checkpoint, non_finite_tensors, save
 from .device import CHOICES as DEVICES
 from .device import resolve as resolve_device
-from .files import write_csv
+from .files import check_output, write_csv
 from .ids import ARCHS, ModelSpec, model_spec
 from .models import DECODERS, INPUT_MULTIPLE, MultiTaskNet
 
@@ -180,6 +180,8 @@ class TrainConfig:
         need(self.val_limit is None or self.val_limit >= 0, "val_limit", "an integer >= 0")
         need(self.threads is None or self.threads >= 1, "threads", "an integer >= 1")
         need(self.bn_recalibrate >= 0, "bn_recalibrate", "an integer >= 0")
+        check_output(self.out, flag("out"))
+        check_output(self.log, flag("log"))
         if self.pretrained and not Path(self.pretrained).is_file():
             raise FileNotFoundError(f"--pretrained {self.pretrained}: no such file")
 

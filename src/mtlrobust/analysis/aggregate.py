@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import metrics as M
 from ..evaluate import COLUMNS, TRAILER
-from ..files import write_frame
+from ..files import check_output, write_frame
 
 KEY = ["model_id", "epoch", "attack", "attacked", "task"]
 EVAL_COLUMNS = COLUMNS  # the per-sample evaluation CSV, as evaluate writes it
@@ -212,6 +212,7 @@ def input_paths(args) -> list[Path]:
 
 
 def run(args) -> int:
+    check_output(args.out, "--out")
     df = aggregate(input_paths(args))
     write_frame(args.out, df, float_format="%.9g")
     print(f"wrote {len(df)} rows to {args.out}")

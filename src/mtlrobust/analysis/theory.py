@@ -245,10 +245,11 @@ def run(args) -> int:
     from ..checkpoint import check_data, load_model
     from ..data.packed import PackedDataset
     from ..device import resolve
-    from ..files import write_csv
+    from ..files import check_output, write_csv
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_output(args.out, "--out")
     device = resolve(args.device)
     model, meta = load_model(args.checkpoint, device=device)
     for p in model.parameters():

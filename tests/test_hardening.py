@@ -118,3 +118,27 @@ def test_device_resolver(monkeypatch):
         D.resolve("cuda")
     with pytest.raises(ValueError, match="expected one of auto, cpu, cuda"):
         D.resolve("gpu")
+
+
+def _enospc(*_a, **_k):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_synthesize_disk_full_names_the_output_and_cleans_up(tmp_path, monkeypatch):
+    from mtlrobust.data import synthetic
+
+    monkeypatch.setattr(synthetic, "_save_png", _enospc)
+    out = tmp_path / "raw"
+    with pytest.raises(F.DiskFullError, match=f"^disk full while writing {out}$"):
+        synthetic.synthesize(out, 1, 1, 1, 16, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prepare_disk_full_names_the_split_and_cleans_up(synthetic_raw, tmp_path, monkeypatch):
+    from mtlrobust.data import packed
+
+    monkeypatch.setattr(packed, "_write_rows", _enospc)
+    out = tmp_path / "packed"
+    with pytest.raises(F.DiskFullError, match=f"^disk full while writing {out / 'train'}$"):
+        packed.prepare(synthetic_raw, out, ["seg"], 32, ["train"], progress=False)
+    assert list(out.iterdir()) == []

@@ -19,6 +19,12 @@ class DiskFullError(OSError):
     """No space left while writing a file; the message names the file."""
 
 
+def raise_if_disk_full(e: BaseException, path) -> None:
+    """Re-raise "no space left" (ENOSPC) as one DiskFullError naming ``path``; other errors pass."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC and not isinstance(e, DiskFullError):
+        raise DiskFullError(f"disk full while writing {path}") from e
+
+
 @contextmanager
 def atomic_path(path, *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path``, on any error it is removed.
@@ -40,8 +46,7 @@ def atomic_path(path, *, fsync: bool = True) -> Iterator[Path]:
             raise IsADirectoryError(f"cannot write {path}: it is a folder, expected a file path")
         os.replace(tmp, path)
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise DiskFullError(f"disk full while writing {path}") from e
+        raise_if_disk_full(e, path)
         raise
     finally:
         tmp.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ from PIL import Image
 
 from .. import __version__
 from .. import tasks as T
+from ..files import raise_if_disk_full
 from . import taskonomy as tx
 
 log = logging.getLogger(__name__)
@@ -201,8 +202,9 @@ def _write_split(index, views, ts, size, dest: Path, split, rule, skip_bad, prog
             os.replace(dest, old / dest.name)
             shutil.rmtree(old)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise_if_disk_full(e, dest)
         raise
     log.info(
         "%s: %d views (%d bad, %d missing a domain) -> %s",

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..files import raise_if_disk_full
 from .taskonomy import SPLIT_CSV_NAME, tag_of
 
 log = logging.getLogger(__name__)
@@ -502,8 +503,9 @@ def synthesize(
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise_if_disk_full(e, out)
         raise
     log.info("wrote %d views x %d domains to %s", len(jobs), len(DOMAINS), out)
     return out

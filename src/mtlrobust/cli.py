@@ -29,6 +29,8 @@ COMMANDS = {
     "tables": ("mtlrobust.analysis.tables", "render Tables 1-3 and the RQ1 sweep tables"),
     "figures": ("mtlrobust.analysis.figures", "render Figure 1 and the RQ1 sweep plots"),
     "theory": ("mtlrobust.analysis.theory", "input-gradient norms, covariances, Theorem 2/4 quantities"),
+    "claims": ("mtlrobust.analysis.claims", "a verdict on each claim of the paper from the tables' cells"),
+    "recommend": ("mtlrobust.analysis.recommend", "which auxiliary task to add: proxy ranking vs target"),
     "plan": ("mtlrobust.plan", "count a study's jobs and estimate its GPU-hours"),
 }
 

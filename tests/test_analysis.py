@@ -1,4 +1,4 @@
-"""Aggregation, tables and figures on small hand-made evaluation / vulnerability tables."""
+"""Aggregation on hand-made evaluation CSVs; tables and figures of a study plan from coded evaluation CSVs."""
 
 import csv
 import json
@@ -10,16 +10,17 @@ import pandas as pd
 import pytest
 from scipy.stats import pearsonr
 
-from mtlrobust import cli
+from mtlrobust import cli, study
 from mtlrobust.analysis import aggregate as AG
 from mtlrobust.analysis import figures as FG
 from mtlrobust.analysis import tables as TB
-from mtlrobust.evaluate import COLUMNS
-from mtlrobust.ids import model_spec
+from mtlrobust.evaluate import COLUMNS, TRAILER
+from mtlrobust.ids import model_spec, parse_model_id
 
 LET = "sdD"
 IDX = {c: i + 1 for i, c in enumerate(LET)}
 ID = {"s": "seg", "d": "depth_z", "D": "depth_e"}
+ID_LETTER = {v: k for k, v in ID.items()}
 
 
 # ------------------------------------------------------------------------------------------ aggregate
@@ -62,10 +63,12 @@ def _eval_rows(model_id, tasks, attacked, values, attack="pgd", eps=8 / 255):
 
 
 def _write(path, rows, columns=COLUMNS):
+    """An evaluation CSV as ``mtlrobust evaluate`` writes it (rows, then the trailer with their count)."""
     with open(path, "w", newline="") as f:
-        w = csv.writer(f)
+        w = csv.writer(f, lineterminator="\n")
         w.writerow(columns)
         w.writerows(rows)
+        f.write(f"{TRAILER}{len(rows)} rows\n")
     return path
 
 
@@ -128,82 +131,91 @@ def test_aggregate_rejects_malformed_csv(tmp_path):
         AG.aggregate([p])
 
 
-# ------------------------------------------------------------------------------------------ synthetic table
-def _vuln(rows):
-    base = {"epoch": 150, "attack": "pgd", "eps": 8 / 255, "clean_error": 1.0, "adv_vulnerability": 0.0}
-    return pd.DataFrame([{**base, **r} for r in rows])
+# ------------------------------------------------------------------------------------------ plan + tables
+CONFIG = {
+    "tasks": ["s", "d", "D"],
+    "architectures": ["resnet18", "resnet50"],
+    "training": {"epochs": 150, "milestones": [50, 150]},
+    "attacks": {
+        "pgd": {"method": "pgd", "eps": "8/255", "step_size": "2/255"},
+        "pgd_l2": {"method": "pgd", "norm": "l2", "eps": 0.5},
+        "pgd_eps4": {"method": "pgd", "eps": "4/255"},
+        "pgd_eps16": {"method": "pgd", "eps": "16/255"},
+        "apgd": {"method": "apgd", "eps": "8/255"},
+        "wgd": {"method": "wgd", "eps": "8/255"},
+    },
+    "study": {
+        "table3": {"epochs": {"proxy": 50}},
+        "figure1": {"orders": ["sdD", "Dds"]},
+        "rq1_eps": {"tasks": ["s", "d"], "attacks": ["pgd_eps16", "pgd_eps4"]},
+        "rq1_norm": {"tasks": ["s", "d"]},
+        "rq1_arch": {"tasks": ["s", "d"]},
+        "rq1_epochs": {"tasks": ["s", "d"]},
+    },
+}
+ARCH = {"resnet18": 1, "resnet50": 2}
+ATTACK = {"pgd": 0, "pgd_l2": 100, "pgd_eps4": 200, "pgd_eps16": 300, "apgd": 400, "wgd": 500}
 
 
-def _grid_rows(
-    arch="resnet18", epoch=150, attack="pgd", weightings=("uniform", "paper"), f=None, eps=8 / 255
-):
-    """Every cell of a (main, aux) grid over s, d, D; value = 100 main + 10 aux + 1 single / 2 multi
-    (+5 paper).
+def code(model_id, epoch, attack, attacked, task) -> float:
+    """A value that tells which cell it came from: model tasks, weighting, attacked subset, task, setting.
 
-    Single-task models: 1000 + main; measured-aux rows of pair models: 9999 (must never be picked)."""
-    f = f or (lambda v: v)
-    rows = []
-    for m in LET:
-        rows.append(
-            dict(
-                model_id=model_spec(arch, "uniform", [m], 0).id,
-                attacked=ID[m],
-                task=ID[m],
-                rel_vuln=f(1000 + IDX[m]),
-                clean_error=IDX[m],
-                epoch=epoch,
-                attack=attack,
-                eps=eps,
-            )
-        )
-        for a in LET:
-            if a == m:
+    The measured task is taken as the main task; +1000 on a paper model's auxiliary task (never shown)."""
+    spec = parse_model_id(model_id)
+    aux = next((t for t in spec.tasks if t != task), task)
+    v = 100 * IDX[ID_LETTER[task]] + 10 * IDX[ID_LETTER[aux]] + (1 if attacked == task else 2)
+    v += 5 * (spec.weighting == "paper") + 1000 * (task != spec.tasks[0] and spec.weighting == "paper")
+    return (v + ATTACK[attack]) * ARCH[spec.arch] * (1 if epoch == 150 else -1)
+
+
+def clean_of(model_id, task) -> float:
+    """Clean error of a task of a model: 2 ** (index of the other task), exact in floating point."""
+    aux = next((t for t in parse_model_id(model_id).tasks if t != task), task)
+    return 2.0 ** IDX[ID_LETTER[aux]]
+
+
+def write_evals(folder, plan, value=code, samples=2, drop=()):
+    """One per-sample evaluation CSV per planned evaluation; rel_vuln of a cell = value(cell).
+
+    ``drop``: (model_id, epoch, attack, attacked) subsets left out."""
+    paths = []
+    for (mid, epoch, attack), subsets in sorted(plan.evals.items()):
+        spec = parse_model_id(mid)
+        rows = []
+        for sub in sorted(subsets):
+            attacked = "+".join(sub)
+            if (mid, epoch, attack, attacked) in drop:
                 continue
-            for w in weightings:
-                mid = model_spec(arch, w, [m, a], 0, main=m).id
-                off = 5 if w == "paper" else 0
-                both = "+".join(t for t in ("seg", "depth_z", "depth_e") if t in (ID[m], ID[a]))
-                for att, k in ((ID[m], 1), (both, 2)):
-                    rows.append(
-                        dict(
-                            model_id=mid,
-                            attacked=att,
-                            task=ID[m],
-                            epoch=epoch,
-                            attack=attack,
-                            eps=eps,
-                            rel_vuln=f(100 * IDX[m] + 10 * IDX[a] + k + off),
-                            clean_error=IDX[m] + IDX[a],
-                        )
-                    )
-                    if w == "paper":
-                        rows.append(
-                            dict(
-                                model_id=mid,
-                                attacked=att,
-                                task=ID[a],
-                                rel_vuln=9999.0,
-                                epoch=epoch,
-                                attack=attack,
-                                eps=eps,
-                            )
-                        )
-    return rows
+            for i in range(samples):
+                for t in spec.tasks:
+                    v, c = value(mid, epoch, attack, attacked, t), clean_of(mid, t)
+                    rows.append([mid, spec.arch, spec.weighting, "+".join(spec.tasks), epoch, attack, "pgd",
+                                 "linf", 8 / 255, 2 / 255, 2, 1, "{}", attacked, i, f"b/{i}/0", t,
+                                 1.0, 1.0 + abs(v) * (i + 1), c, c * (1 + v), "", ""])  # fmt: skip
+        paths.append(_write(folder / f"{mid}-{epoch}-{attack}.csv", rows))
+    return paths
 
 
-def test_table1_cell_placement(tmp_path):
-    df = _vuln(_grid_rows())
-    spec = {
-        "arch": "resnet18",
-        "epoch": 150,
-        "seed": 0,
-        "tasks": list(LET),
-        "attack": "pgd",
-        "weightings": ["uniform", "paper"],
-    }
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory):
+    """The plan of CONFIG and an evaluation CSV for each of its evaluations."""
+    plan = study.build(study.validated(json.loads(json.dumps(CONFIG))))
+    return plan, write_evals(tmp_path_factory.mktemp("evals"), plan)
+
+
+def _inputs(plan, paths, name):
+    """The CSVs of an output's own evaluations (what its rule gets)."""
+    keys = {f"{m}-{e}-{a}.csv" for m, e, a in plan.outputs[name].evals}
+    return [p for p in paths if p.name in keys]
+
+
+def test_table1_places_each_cell_from_the_plan(planned):
+    plan, paths = planned
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        t = TB.table1(df, spec)
+        t, md = TB.render(
+            "table1", TB.Evaluations(_inputs(plan, paths, "table1")), plan.outputs["table1"].spec
+        )
     t = t.set_index(["attack", "main"])
     assert list(t.columns) == [f"{w}:{a}" for w in ("uniform", "paper") for a in LET]
     assert t.loc[("single", "d"), "uniform:D"] == 100 * 2 + 10 * 3 + 1
@@ -212,31 +224,43 @@ def test_table1_cell_placement(tmp_path):
     assert t.loc[("multi", "s"), "paper:D"] == 100 * 1 + 10 * 3 + 2 + 5
     for kind in ("single", "multi"):  # diagonal = the single-task model in every block
         for w in ("uniform", "paper"):
-            assert t.loc[(kind, "D"), f"{w}:D"] == 1003
-    assert not (t.to_numpy() == 9999).any()
+            assert t.loc[(kind, "D"), f"{w}:D"] == 331
+    assert (t.to_numpy() < 1000).all()  # never an auxiliary task's row
+    assert md.startswith("# Table 1: relative task vulnerability, pgd (resnet18, epoch 150)")
+    assert "| multi | d | 212.00 | *221.00* |" in md
 
 
-def test_table1_missing_cells_warn_and_stay_empty():
-    df = _vuln([r for r in _grid_rows() if not (r["task"] == "seg" and r["rel_vuln"] == 121)])
-    spec = {"arch": "resnet18", "epoch": 150, "tasks": list(LET), "attack": "pgd", "weightings": ["uniform"]}
-    with pytest.warns(UserWarning, match="1 cell"):
-        t = TB.table1(df, spec).set_index(["attack", "main"])
-    assert math.isnan(t.loc[("single", "s"), "uniform:d"])
-
-
-def test_table2_rows_are_attacks_multi_only():
-    df = _vuln(_grid_rows(attack="apgd") + _grid_rows(attack="wgd", f=lambda v: -v))
-    spec = {
-        "arch": "resnet18",
-        "epoch": 150,
-        "tasks": list(LET),
-        "attacks": ["apgd", "wgd"],
-        "weightings": ["uniform", "paper"],
+def test_each_output_reads_only_its_own_evaluations(planned):
+    plan, _ = planned
+    assert {a for _, _, a in plan.outputs["table2"].evals} == {"apgd", "wgd"}
+    assert {a for _, _, a in plan.outputs["table1"].evals} == {"pgd"}
+    assert {e for _, e, _ in plan.outputs["table1"].evals} == {150}
+    assert {(m, e) for m, e, _ in plan.outputs["figure1"].evals} == {
+        ("resnet18-uniform-seg+depth_z+depth_e-s0", 150)
     }
-    t = TB.table2(df, spec).set_index(["attack", "main"])
-    assert t.loc[("apgd", "s"), "uniform:d"] == 122
-    assert t.loc[("wgd", "s"), "paper:d"] == -127
-    assert t.loc[("wgd", "d"), "uniform:d"] == -1002
+    needed = set().union(*(o.evals for o in plan.outputs.values()))
+    assert needed == set(plan.evals)
+
+
+def test_missing_cells_warn_and_stay_empty_and_no_cell_at_all_fails(planned, tmp_path):
+    plan, _ = planned
+    mid = model_spec("resnet18", "uniform", "sd", 0).id
+    paths = write_evals(tmp_path, plan, drop={(mid, 150, "pgd", "seg")})
+    spec = plan.outputs["table1"].spec
+    with pytest.warns(UserWarning, match="1 cell"):
+        t, _ = TB.render("table1", TB.Evaluations(paths), spec)
+    assert math.isnan(t.set_index(["attack", "main"]).loc[("single", "s"), "uniform:d"])
+    with pytest.raises(ValueError, match=r"table1: none of its 36 cell\(s\)"):
+        TB.render("table1", TB.Evaluations(_inputs(plan, paths, "table2")), spec)
+
+
+def test_table2_rows_are_attacks_multi_only(planned):
+    plan, paths = planned
+    t, _ = TB.render("table2", TB.Evaluations(paths), plan.outputs["table2"].spec)
+    t = t.set_index(["attack", "main"])
+    assert t.loc[("apgd", "s"), "uniform:d"] == 400 + 122
+    assert t.loc[("wgd", "s"), "paper:d"] == 500 + 127
+    assert t.loc[("wgd", "d"), "uniform:d"] == 500 + 221  # the single-task model under the same attack
 
 
 def test_pearson_matches_scipy_and_handles_degenerate_input():
@@ -251,179 +275,84 @@ def test_pearson_matches_scipy_and_handles_degenerate_input():
         assert math.isnan(TB.pearson([1, 1, 1], [1, 2, 3])[1])
 
 
-def test_table3_correlates_the_right_cells():
+def test_table3_correlates_the_right_cells(planned, tmp_path):
+    plan, _ = planned
     rng = np.random.default_rng(0)
     noise = {}
 
-    def f(v):
-        return noise.setdefault(v, v + rng.normal() * 30)
+    def value(mid, epoch, attack, attacked, task):  # epoch 50 = noisy proxy; resnet50 = square
+        v = abs(code(mid, 150, attack, attacked, task))
+        if epoch == 50:
+            return noise.setdefault(v, v + rng.normal() * 30)
+        return v * v if mid.startswith("resnet50") else v
 
-    df = _vuln(
-        _grid_rows(epoch=150, weightings=("uniform",))
-        + _grid_rows(epoch=50, weightings=("uniform",), f=f)
-        + _grid_rows(arch="resnet50", weightings=("uniform",), f=lambda v: v * v)
-    )
-    spec = {
-        "attack": "pgd",
-        "tasks": list(LET),
-        "attacked": "single",
-        "weighting": "uniform",
-        "epochs": {"proxy": 50, "target": 150, "arch": "resnet18"},
-        "archs": {"proxy": "resnet18", "target": "resnet50", "epoch": 150},
-        "clean": {"arch": "resnet18", "epoch": 150},
-    }
-    t = TB.table3(df, spec)
+    paths = write_evals(tmp_path, plan, value)
+    spec = plan.outputs["table3"].spec
+    t, md = TB.render("table3", TB.Evaluations(paths), spec)
     assert list(t.columns) == ["proxy", "target", "n", "pearson_r", "p_value"]
     cells = [(m, a) for m in LET for a in LET]
-    v150 = [1000 + IDX[m] if a == m else 100 * IDX[m] + 10 * IDX[a] + 1 for m, a in cells]
+    v150 = [100 * IDX[m] + 10 * IDX[a] + 1 for m, a in cells]
     v50 = [noise[v] for v in v150]
-    clean = [IDX[m] if a == m else IDX[m] + IDX[a] for m, a in cells]
     assert t["n"].tolist() == [9, 9, 9]
     assert t.loc[0, "pearson_r"] == pytest.approx(pearsonr(v50, v150).statistic)
     assert t.loc[1, "pearson_r"] == pytest.approx(pearsonr(v150, [v * v for v in v150]).statistic)
+    clean = [2.0 ** IDX[a] for m, a in cells]
     assert t.loc[2, "pearson_r"] == pytest.approx(pearsonr(clean, v150).statistic)
-    both = TB.table3(df, {**spec, "attacked": "both"})
-    assert both["n"].tolist()[0] == 3 + 2 * 6  # diagonal counted once
+    assert t.loc[0, "proxy"] == "resnet18 at epoch 50" and "'-' = undefined" in md
 
 
-def test_rq1_eps_sweep_and_summary(tmp_path):
-    # eps 4: every pair below its single-task model (1000+); eps 16: every pair above it
-    df = _vuln(
-        _grid_rows(attack="pgd_eps4", weightings=("uniform",), eps=4 / 255)
-        + _grid_rows(
-            attack="pgd_eps16", weightings=("uniform",), eps=16 / 255, f=lambda v: v if v > 999 else v * 100
-        )
+def test_rq1_sweeps_label_settings_from_the_plan_and_summarise(planned, tmp_path):
+    plan, paths = planned
+    spec = plan.outputs["rq1_eps"].spec
+    long = TB.sweep(TB.Evaluations(paths), spec)
+    assert list(long.columns) == TB.SWEEP_COLUMNS and len(long) == 2 * 2 * 2
+    assert list(dict.fromkeys(long["value"])) == ["16/255", "4/255"]  # the study file's order
+    row = long[(long["value"] == "4/255") & (long["main"] == "s") & (long["kind"] == "multi")].iloc[0]
+    assert (row["rel_vuln"], row["single_task_rel_vuln"], row["less_vulnerable"]) == (
+        200 + 122,
+        200 + 111,
+        False,
     )
-    spec = {
-        "arch": "resnet18",
-        "epoch": 150,
-        "seed": 0,
-        "tasks": list(LET),
-        "attacks": ["pgd_eps4", "pgd_eps16"],
-    }
-    long = TB.sweep(df, "rq1_eps", spec)
-    assert list(long.columns) == TB.SWEEP_COLUMNS and len(long) == 2 * 6 * 2
-    assert list(dict.fromkeys(long["value"])) == ["4/255", "16/255"]
     summ = TB.sweep_summary(long).set_index(["value", "kind"])
-    assert summ.loc[("4/255", "single"), "fraction_less_vulnerable"] == 1.0
-    assert summ.loc[("16/255", "multi"), "fraction_less_vulnerable"] == 0.0
-    assert summ.loc[("4/255", "multi"), "pairs"] == 6
-    vp = tmp_path / "v.csv"
-    df.to_csv(vp, index=False)
+    assert summ.loc[("4/255", "single"), "pairs"] == 2
+    norm = TB.sweep(TB.Evaluations(paths), plan.outputs["rq1_norm"].spec)
+    assert list(dict.fromkeys(norm["value"])) == ["linf", "l2"]
+    spec_file = tmp_path / "rq1_eps.json"
+    spec_file.write_text(plan.outputs["rq1_eps"].spec_json)
     out = tmp_path / "rq1_eps.csv"
-    assert (
-        cli.main(
-            [
-                "tables",
-                "--vulnerability",
-                str(vp),
-                "--table",
-                "rq1_eps",
-                "--spec-json",
-                json.dumps(spec),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    args = ["--spec", str(spec_file), "--inputs", *map(str, _inputs(plan, paths, "rq1_eps"))]
+    assert cli.main(["tables", *args, "--out", str(out)]) == 0
     md = out.with_suffix(".md").read_text()
-    assert "16/255" in md and "fraction_less_vulnerable" in md
-    assert len(pd.read_csv(out)) == 24
+    assert "16/255" in md and "fraction_less_vulnerable" in md and len(pd.read_csv(out)) == 8
     png = tmp_path / "rq1_eps.png"
-    assert (
-        cli.main(
-            [
-                "figures",
-                "--vulnerability",
-                str(vp),
-                "--figure",
-                "rq1_eps",
-                "--spec-json",
-                json.dumps(spec),
-                "--out",
-                str(png),
-            ]
-        )
-        == 0
-    )
+    assert cli.main(["figures", *args, "--out", str(png)]) == 0
     assert png.stat().st_size > 10_000 and png.with_suffix(".pdf").stat().st_size > 1000
 
 
-def test_table1_cli_markdown_uses_letters(tmp_path):
-    vp = tmp_path / "v.csv"
-    _vuln(_grid_rows()).to_csv(vp, index=False)
-    spec = {
-        "arch": "resnet18",
-        "epoch": 150,
-        "seed": 0,
-        "tasks": list(LET),
-        "mains": ["d"],
-        "attack": "pgd",
-        "weightings": ["uniform", "paper"],
-    }
-    out = tmp_path / "table1.csv"
+def test_per_sample_rows_of_a_cell(planned):
+    plan, paths = planned
+    cell = plan.outputs["table1"].spec["rows"][0]["cells"][1]
+    rows = TB.Evaluations(paths).per_sample(cell)
+    assert rows["sample"].tolist() == [0, 1]
+    c = clean_of(cell[0], cell[4])
     assert (
-        cli.main(
-            [
-                "tables",
-                "--vulnerability",
-                str(vp),
-                "--table",
-                "table1",
-                "--spec-json",
-                json.dumps(spec),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
+        rows["clean_error"].tolist() == [c, c] and rows["adv_error"].tolist() == [c * (1 + code(*cell))] * 2
     )
-    t = pd.read_csv(out)
-    assert t["main"].tolist() == ["d", "d"] and "paper:D" in t.columns
-    assert "| multi | d | 212.00 | *1002.00* |" in out.with_suffix(".md").read_text()
 
 
-def _figure1_rows():
-    order = ["seg", "depth_z", "depth_e"]
-    mid = model_spec("resnet18", "uniform", order, 0).id
-    rows = []
-    prefixes = [order[:i] for i in (1, 2, 3)] + [["depth_e"], ["depth_e", "depth_z"]]
-    vals = [1.0, 1.5, 1.2, 0.2, 0.4]
-    for p, v in zip(prefixes, vals, strict=True):
-        att = "+".join(t for t in order if t in p)
-        rows += [dict(model_id=mid, attacked=att, task=t, rel_vuln=1.0, adv_vulnerability=v) for t in order]
-    return mid, rows
-
-
-def test_figure1_data_and_files_are_deterministic(tmp_path):
-    mid, rows = _figure1_rows()
-    df = _vuln(rows)
-    spec = {"model": mid, "epoch": 150, "attack": "pgd", "orders": ["sdD", "Dds"]}
-    data = FG.figure1_data(df, spec)
-    assert data[0][2] == [1.0, 1.5, 1.2]
-    assert data[1][1] == ["D", "d", "s"] and data[1][2] == [0.2, 0.4, 1.2]
-    vp = tmp_path / "v.csv"
-    df.to_csv(vp, index=False)
+def test_figure1_data_and_files_are_deterministic(planned, tmp_path):
+    plan, paths = planned
+    spec = plan.outputs["figure1"].spec
+    data = FG.figure1_data(TB.Evaluations(paths), spec)
+    assert [(order, letters) for order, letters, _ in data] == [
+        ("sdD", ["s", "d", "D"]),
+        ("Dds", ["D", "d", "s"]),
+    ]
+    assert all(np.isfinite(v) for _, _, vals in data for v in vals)
     outs = []
     for k in range(2):
         png = tmp_path / f"run{k}" / "figure1.png"
-        assert (
-            cli.main(
-                [
-                    "figures",
-                    "--vulnerability",
-                    str(vp),
-                    "--figure",
-                    "figure1",
-                    "--spec-json",
-                    json.dumps(spec),
-                    "--out",
-                    str(png),
-                ]
-            )
-            == 0
-        )
+        FG.write("figure1", spec, _inputs(plan, paths, "figure1"), png)
         outs.append((png.read_bytes(), png.with_suffix(".pdf").read_bytes()))
     assert len(outs[0][0]) > 10_000 and outs[0] == outs[1]
 

@@ -1,7 +1,8 @@
 """``mtlrobust plan``: how many jobs a study runs, per rule, and roughly how many GPU-hours they cost.
 
-The job list comes from Snakemake itself (a forced dry run, ``snakemake -n -p -F``, parsed), so it is exactly
-what a run would schedule. The cost model is deliberately simple and printed with its assumptions:
+The jobs come from the study plan itself (``mtlrobust.study.build``, the function the workflow's rules are
+generated from), so they are exactly what a run from an empty folder would schedule. The cost model is
+deliberately simple and printed with its assumptions:
 
 * training job: images/epoch x epochs in the job (a milestone job resumes from the previous milestone) x
   seconds per training image of the architecture;
@@ -18,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from . import study
 
 # Supplementary Table 1, "Cost": FLOPs of one 256x256 inference, per encoder (with its task decoders).
 INFERENCE_GFLOPS = {"resnet18": 6.09, "resnet50": 9.90, "xception": 3.64, "resnet152": 19.64,
@@ -64,109 +62,79 @@ def load_per_epoch_seconds(value: str) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------ the job list
-def dry_run(configfile: str, snakefile: Path, directory: Path | None) -> str:
-    """Text of a forced dry run (every job of the study, whatever already exists), with shell commands."""
-    cmd = [sys.executable, "-m", "snakemake", "-n", "-p", "-F", "--workflow-profile", "none",
-           "--snakefile", str(snakefile), "--configfile", configfile]  # fmt: skip
-    if directory is not None:
-        cmd += ["--directory", str(directory)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(
-            f"snakemake dry run failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
-        )
-    return proc.stdout + proc.stderr
+def jobs(plan: study.Plan) -> list[dict]:
+    """The GPU jobs of a plan: train (arch, epochs trained) and evaluate (arch, subsets, passes per image)."""
+    out = []
+    for model_id, epochs in sorted(plan.epochs.items()):
+        arch = plan.models[model_id].arch
+        for e in sorted(epochs):
+            start = plan.previous_epoch(model_id, e) or 0
+            out.append({"rule": "train", "arch": arch, "epochs": e - start})
+    for (model_id, _, attack), subsets in sorted(plan.evals.items()):
+        spec = plan.attacks[attack]
+        out.append({"rule": "evaluate", "arch": plan.models[model_id].arch, "subsets": len(subsets),
+                    "passes": attack_passes(spec) + 2})  # fmt: skip
+    return out
 
 
-def parse_jobs(text: str) -> list[dict]:
-    """One dict per job of a dry run: rule, wildcards and shell command."""
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", text):
-        m = re.match(r"(?:local)?rule (\w+):\n", block)
-        if not m:
-            continue
-        w = re.search(r"^    wildcards: (.*)$", block, re.M)
-        s = re.search(r"^Shell command: (.*)$", block, re.M)
-        wildcards = dict(kv.split("=", 1) for kv in w.group(1).split(", ")) if w else {}
-        jobs.append({"rule": m.group(1), "wildcards": wildcards, "shell": s.group(1) if s else ""})
-    return jobs
+def attack_passes(spec: dict) -> int:
+    """Forward-backward passes of one attack per image and subset: steps x restarts (method defaults)."""
+    if spec["method"] == "none":
+        return 0
+    steps = spec.get("steps") or study.method_default(spec["method"], "steps") or 1
+    restarts = spec.get("restarts") or study.method_default(spec["method"], "restarts") or 1
+    return int(steps) * int(restarts)
 
 
-def _flag(shell: str, name: str) -> str | None:
-    m = re.search(rf"--{name}[ =](\S+)", shell)
-    return m.group(1) if m else None
-
-
-def train_cost(job: dict) -> tuple[str, int]:
-    """(arch, epochs trained by this job) of a train job."""
-    arch, epochs = _flag(job["shell"], "arch"), int(_flag(job["shell"], "epochs"))
-    resume = _flag(job["shell"], "resume-from")
-    start = int(re.search(r"epoch(\d+)\.pt", resume).group(1)) if resume else 0
-    return arch, epochs - start
-
-
-def evaluate_cost(job: dict) -> tuple[str, int, int]:
-    """(arch, attacked subsets, passes per image and subset) of an evaluate job."""
-    from mtlrobust.ids import parse_model_id
-
-    arch = parse_model_id(job["wildcards"]["model_id"]).arch
-    spec = json.loads(re.search(r"--attack-json '(\{.*?\})'", job["shell"]).group(1))
-    subsets = len(re.findall(r"--attacked \S+", job["shell"]))
-    steps = 0 if spec.get("method", "none") == "none" else int(spec.get("steps", 1))
-    return arch, subsets, steps * int(spec.get("restarts", 1) or 1) + 2
+def job_counts(plan: study.Plan) -> Counter:
+    """Jobs per rule of a run from an empty folder (what ``snakemake -n`` lists)."""
+    config = plan.config
+    counts = Counter(j["rule"] for j in jobs(plan))
+    counts["prepare"] = len({"train", "val", config["evaluation"]["split"]})
+    if config["dataset"]["source"] == "synthetic":
+        counts["synthesize"] = 1
+    elif config["dataset"]["taskonomy"]["root"] is None:
+        counts["download"] = 1
+    counts["table"], counts["figure"] = len(plan.tables()), len(plan.figures())
+    counts["theory"] = int(plan.theory is not None)
+    counts["aggregate"] = counts["check_models"] = int(bool(plan.evals))
+    counts["all"] = 1
+    return +counts
 
 
 # ------------------------------------------------------------------------------------ the estimate
 def estimate(jobs: list[dict], per_epoch: dict[str, float], epoch_images: int, test_images: int) -> dict:
-    """GPU-hours per (rule, arch): training and evaluation jobs; other rules are CPU-only and not counted."""
+    """GPU-hours per (rule, arch) of the train and evaluate jobs; other rules are CPU-only and not counted."""
     hours: Counter = Counter()
-    missing = set()
-    for job in jobs:
-        if job["rule"] == "train":
-            arch, epochs = train_cost(job)
-            if arch not in per_epoch:
-                missing.add(arch)
-                continue
-            hours[("train", arch)] += epochs * per_epoch[arch] / 3600
-        elif job["rule"] == "evaluate":
-            arch, subsets, passes = evaluate_cost(job)
-            if arch not in per_epoch:
-                missing.add(arch)
-                continue
-            limit = _flag(job["shell"], "limit")
-            images = min(test_images, int(limit)) if limit else test_images
-            per_image = per_epoch[arch] / epoch_images * ATTACK_PASS_FRACTION
-            hours[("evaluate", arch)] += images * subsets * passes * per_image / 3600
+    missing = sorted({j["arch"] for j in jobs} - set(per_epoch))
     if missing:
-        raise SystemExit(f"--per-epoch-seconds has no entry for architecture(s) {sorted(missing)}")
+        raise SystemExit(f"--per-epoch-seconds has no entry for architecture(s) {missing}")
+    for job in jobs:
+        arch = job["arch"]
+        if job["rule"] == "train":
+            hours[("train", arch)] += job["epochs"] * per_epoch[arch] / 3600
+        else:
+            per_image = per_epoch[arch] / epoch_images * ATTACK_PASS_FRACTION
+            hours[("evaluate", arch)] += test_images * job["subsets"] * job["passes"] * per_image / 3600
     return dict(hours)
 
 
-def report(jobs: list[dict], hours: dict, per_epoch: dict[str, float], source: str, args) -> str:
-    counts = Counter(j["rule"] for j in jobs)
-    lines = [f"Study {args.configfile}: {len(jobs)} jobs", "", f"{'rule':<14}{'jobs':>8}"]
+def report(
+    counts: Counter, jobs: list[dict], hours: dict, per_epoch: dict[str, float], source: str, args
+) -> str:
+    lines = [f"Study {args.configfile}: {sum(counts.values())} jobs", "", f"{'rule':<14}{'jobs':>8}"]
     lines += [f"{rule:<14}{n:>8}" for rule, n in counts.most_common()]
     lines += ["", f"Seconds per epoch at 256x256 ({args.epoch_images} images/epoch; {source}):"]
     lines += [f"  {arch:<16}{s:>10.1f}" for arch, s in sorted(per_epoch.items())]
-    lines += ["", f"GPU-hours ({args.test_images} test images per evaluation job):",
+    lines += ["", f"GPU-hours ({args.test_images} test images per evaluation job, or evaluation.limit):",
               f"{'rule':<10}{'arch':<18}{'jobs':>6}{'GPU-h':>10}"]  # fmt: skip
     for (rule, arch), h in sorted(hours.items()):
-        n = sum(1 for j in jobs if j["rule"] == rule and _arch_of(j) == arch)
+        n = sum(1 for j in jobs if j["rule"] == rule and j["arch"] == arch)
         lines.append(f"{rule:<10}{arch:<18}{n:>6}{h:>10.1f}")
     total = sum(hours.values())
     lines += [f"{'total':<34}{total:>10.1f}", "",
               "Not counted: download/preparation/analysis (CPU), queueing, failed attempts."]  # fmt: skip
     return "\n".join(lines)
-
-
-def _arch_of(job: dict) -> str | None:
-    if job["rule"] == "train":
-        return _flag(job["shell"], "arch")
-    if job["rule"] == "evaluate":
-        from mtlrobust.ids import parse_model_id
-
-        return parse_model_id(job["wildcards"]["model_id"]).arch
-    return None
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -181,8 +149,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-images", type=int, default=DEFAULT_TEST_IMAGES,
                         help="test split size (default: %(default)s, 20%% of 9464); "
                              "a study's evaluation.limit caps it")  # fmt: skip
-    parser.add_argument("--snakefile", type=Path, default=REPO / "Snakefile", help="default: %(default)s")
-    parser.add_argument("--directory", type=Path, help="working directory of the dry run (default: here)")
+    parser.add_argument("--schema", type=Path, default=study.SCHEMA, help="default: %(default)s")
     parser.add_argument("--json", action="store_true", help="print job counts and GPU-hours as JSON")
 
 
@@ -191,14 +158,15 @@ def run(args) -> int:
         per_epoch, source = load_per_epoch_seconds(args.per_epoch_seconds), "from --per-epoch-seconds"
     else:
         per_epoch, source = builtin_per_epoch_seconds(args.epoch_images), BUILTIN_SOURCE
-    jobs = parse_jobs(dry_run(args.configfile, args.snakefile, args.directory))
-    if not jobs:
-        raise SystemExit(f"the dry run of {args.configfile} listed no jobs")
-    hours = estimate(jobs, per_epoch, args.epoch_images, args.test_images)
+    plan = study.load(args.configfile, args.schema)
+    limit = plan.config["evaluation"]["limit"]
+    test_images = min(args.test_images, limit) if limit else args.test_images
+    job_list, counts = jobs(plan), job_counts(plan)
+    hours = estimate(job_list, per_epoch, args.epoch_images, test_images)
     if args.json:
-        print(json.dumps({"jobs": dict(Counter(j["rule"] for j in jobs)),
+        print(json.dumps({"jobs": dict(counts),
                           "gpu_hours": {f"{r}/{a}": round(h, 2) for (r, a), h in sorted(hours.items())},
                           "per_epoch_seconds": per_epoch, "source": source}, indent=2))  # fmt: skip
     else:
-        print(report(jobs, hours, per_epoch, source, args))
+        print(report(counts, job_list, hours, per_epoch, source, args))
     return 0

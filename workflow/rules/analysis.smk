@@ -1,12 +1,11 @@
-"""Analysis: one tidy vulnerability table, then every table and figure from it."""
+"""Analysis: each table and figure from the evaluation CSVs of its own cells; one summary of all evaluations."""
 
 
 rule aggregate:
     input:
-        eval_csvs(),
+        all_eval_csvs(),
     output:
-        index="results/evals/index.txt",
-        table=report(
+        report(
             "results/vulnerability.csv",
             caption="../report/vulnerability.rst",
             category="Vulnerability",
@@ -16,14 +15,13 @@ rule aggregate:
         "logs/aggregate.log",
     conda:
         "../../envs/analysis.yaml"
-    shell:
-        "printf '%s\\n' {input} > {output.index}"
-        " && python -m mtlrobust aggregate --inputs-from {output.index} --out {output.table} > {log} 2>&1"
+    script:
+        "../scripts/analysis.py"
 
 
 rule table:
     input:
-        "results/vulnerability.csv",
+        output_evals,
     output:
         csv=report(
             "results/{name}.csv",
@@ -35,19 +33,18 @@ rule table:
     log:
         "logs/tables/{name}.log",
     wildcard_constraints:
-        name="|".join(TABLES) or "-",
+        name="|".join(PLAN.tables()) or "-",
     conda:
         "../../envs/analysis.yaml"
     params:
-        spec=spec_json,
-    shell:
-        "python -m mtlrobust tables --vulnerability {input} --table {wildcards.name}"
-        " --spec-json {params.spec:q} --out {output.csv} > {log} 2>&1"
+        spec=output_spec,
+    script:
+        "../scripts/analysis.py"
 
 
 rule figure:
     input:
-        "results/vulnerability.csv",
+        output_evals,
     output:
         png=report(
             "results/{name}.png",
@@ -59,14 +56,13 @@ rule figure:
     log:
         "logs/figures/{name}.log",
     wildcard_constraints:
-        name="|".join(FIGURE_OUTPUTS) or "-",
+        name="|".join(PLAN.figures()) or "-",
     conda:
         "../../envs/analysis.yaml"
     params:
-        spec=spec_json,
-    shell:
-        "python -m mtlrobust figures --vulnerability {input} --figure {wildcards.name}"
-        " --spec-json {params.spec:q} --out {output.png} > {log} 2>&1"
+        spec=output_spec,
+    script:
+        "../scripts/analysis.py"
 
 
 rule theory:
@@ -85,12 +81,8 @@ rule theory:
     conda:
         "../../envs/torch.yaml"
     params:
-        attack=theory_attack(),
-        orders=" ".join(STUDY["figure1"]["orders"]),
-        device=config["evaluation"]["device"],
-        limit=limit_flag(),
+        args=commands.theory(config, PLAN.theory),
         data=data_split_dir,
     shell:
-        "python -m mtlrobust theory --checkpoint {input.ckpt} --data {params.data}"
-        " --norm {params.attack[norm]} --eps {params.attack[eps]} --orders {params.orders}"
-        " {params.limit} --device {params.device} --out {output} > {log} 2>&1"
+        "python -m mtlrobust theory --checkpoint {input.ckpt:q} --data {params.data:q} {params.args}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -17,11 +17,9 @@ rule evaluate:
     params:
         attack=attack_json,
         attacked=attacked_args,
-        evaluation=evaluation_params(),
-        limit=limit_flag(),
+        evaluation=commands.evaluation(config),
         data=data_split_dir,
     shell:
-        "OMP_NUM_THREADS={threads} python -m mtlrobust evaluate --checkpoint {input.ckpt}"
-        " --data {params.data} --attack-json {params.attack:q} {params.attacked}"
-        " --batch-size {params.evaluation[batch_size]} {params.limit} --seed {params.evaluation[seed]}"
-        " --device {params.evaluation[device]} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
+        " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -10,11 +10,9 @@ if config["dataset"]["source"] == "synthetic":
         conda:
             "../../envs/analysis.yaml"
         params:
-            synthetic=config["dataset"]["synthetic"],
+            args=commands.synthesize(config),
         shell:
-            "python -m mtlrobust synthesize --out {output} --buildings {params.synthetic[buildings]}"
-            " --points {params.synthetic[points]} --views {params.synthetic[views]}"
-            " --resolution {params.synthetic[resolution]} --seed {params.synthetic[seed]} > {log} 2>&1"
+            "python -m mtlrobust synthesize --out {output:q} {params.args} > {log:q} 2>&1"
 
 elif config["dataset"]["taskonomy"]["root"] is None:
 
@@ -26,9 +24,9 @@ elif config["dataset"]["taskonomy"]["root"] is None:
         conda:
             "../../envs/analysis.yaml"
         params:
-            args=download_args,
+            args=commands.download(config, TASKS),
         shell:
-            "python -m mtlrobust download --dest {output} {params.args} > {log} 2>&1"
+            "python -m mtlrobust download --dest {output:q} {params.args} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -41,8 +39,8 @@ rule prepare:
     conda:
         "../../envs/torch.yaml"
     params:
-        args=prepare_args,
+        args=commands.prepare(config, TASKS),
         out=packed_root,
     shell:
-        "python -m mtlrobust prepare --raw {input.raw} --out {params.out} --split {wildcards.split}"
-        " {params.args} > {log} 2>&1"
+        "python -m mtlrobust prepare --raw {input.raw:q} --out {params.out:q} --split {wildcards.split}"
+        " {params.args} > {log:q} 2>&1"

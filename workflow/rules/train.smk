@@ -16,19 +16,14 @@ rule train:
         "../../envs/torch.yaml"
     threads: TRAIN["threads"]
     params:
-        model=model_params,
+        model=model_args,
         resume=resume_flag,
-        training=training_params(),
-        flags=train_flags(),
+        training=commands.training(config),
         data=data_root_dir,
     shell:
-        "python -m mtlrobust train --data {params.data} --arch {params.model[arch]}"
-        " --tasks {params.model[tasks]} --weighting {params.model[weighting]} --main {params.model[main]}"
-        " --seed {params.model[seed]} --epochs {wildcards.epoch} {params.resume}"
-        " --batch-size {params.training[batch_size]} --lr {params.training[lr]}"
-        " --lr-milestones={params.training[lr_milestones]} --lr-gamma {params.training[lr_gamma]}"
-        " {params.flags} --device {params.training[device]} --threads {threads}"
-        " --out {output.ckpt} --log {output.log} > {log} 2>&1"
+        "python -m mtlrobust train --data {params.data:q} {params.model} --epochs {wildcards.epoch}"
+        " {params.resume} {params.training} --threads {threads}"
+        " --out {output.ckpt:q} --log {output.log:q} > {log:q} 2>&1"
 
 
 rule check_models:

@@ -1,12 +1,14 @@
-"""``mtlrobust figures``: Figure 1 (marginal adversarial vulnerability) and the RQ1 sweep plots.
+"""``mtlrobust figures``: render one figure of the study plan from the evaluation CSVs of its cells.
 
-* ``figure1``: one panel per order in which the tasks of one 5-task model are enabled as attack targets;
+Layouts of the plan's specs (``mtlrobust.study``):
+
+* ``bars`` (Figure 1): one panel per order in which the tasks of one model are enabled as attack targets;
   bars = adversarial vulnerability E[dL] of the attacked prefix (Definition 1, L = sum of the attacked tasks'
   losses), labels above the bars = the marginal vulnerability (change when that task is added).
-* ``rq1_norm``/``rq1_eps``/``rq1_arch``/``rq1_epochs``: one panel per main task; for each value of the swept
-  parameter, box plots of the main task's relative vulnerability over the auxiliary tasks (single-task and
-  multi-task attacks side by side) and the single-task model as a black diamond. Boxes below the diamond =
-  multi-task models more robust than the single-task model.
+* ``sweep`` (RQ1): one panel per main task; for each value of the swept parameter, box plots of the main
+  task's relative vulnerability over the auxiliary tasks (single-task and multi-task attacks side by side)
+  and the single-task model as a black diamond. Boxes below the diamond = multi-task models more robust
+  than the single-task model.
 
 Writes NAME.png and NAME.pdf (Agg backend, fixed metadata, so reruns give identical files).
 """
@@ -15,29 +17,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .. import files
 from . import tables as TB
 
-FIGURES = ("figure1", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs")
 KIND_COLORS = {"single": "#4C72B0", "multi": "#DD8452"}
-SWEEP_TITLES = {
-    "rq1_norm": "attack norm",
-    "rq1_eps": "perturbation budget eps",
-    "rq1_arch": "encoder",
-    "rq1_epochs": "training epochs",
-}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--vulnerability", required=True, type=Path, help="results/vulnerability.csv")
-    p.add_argument("--figure", required=True, choices=FIGURES)
-    p.add_argument(
-        "--spec-json", required=True, help="the figure's spec (JSON object); see the module docstring"
-    )
+    p.add_argument("--spec", required=True, help="the figure's spec from the plan: a JSON file or JSON text")
+    p.add_argument("--inputs", nargs="+", required=True, type=Path, help="evaluation CSVs of its cells")
     p.add_argument(
         "--out", required=True, type=Path, help="results/NAME.png (NAME.pdf is written next to it)"
     )
@@ -54,27 +46,15 @@ def _plt():
 
 
 # ------------------------------------------------------------------------------------------ figure 1
-def figure1_data(df, spec: dict) -> list[tuple[str, list[str], list[float]]]:
+def figure1_data(ev: TB.Evaluations, spec: dict) -> list[tuple[str, list[str], list[float]]]:
     """[(order, letters of the enabled prefixes' last task, E[dL] of each prefix)]."""
-    from .. import tasks as T
-
-    TB._need(spec, "figure1", "model", "epoch", "attack", "orders")
-    lk = TB.Lookup(df)
-    out = []
-    for order in spec["orders"]:
-        ts = [t.id for t in T.parse(order)]
-        vals = [
-            lk.get(spec["model"], spec["epoch"], spec["attack"], ts[: i + 1], ts[0], "adv_vulnerability")
-            for i in range(len(ts))
-        ]
-        out.append((T.letters(ts), [T.get(t).letter for t in ts], vals))
-    lk.warn_missing("figure1")
-    return out
+    value = spec.get("value", "adv_vulnerability")
+    return [(p["order"], p["letters"], [ev.value(c, value) for c in p["cells"]]) for p in spec["panels"]]
 
 
-def figure1(df, spec: dict):
+def figure1(ev: TB.Evaluations, spec: dict):
     plt = _plt()
-    data = figure1_data(df, spec)
+    data = figure1_data(ev, spec)
     n = len(data)
     ncols = min(n, 2) if n > 1 else 1
     nrows = math.ceil(n / ncols)
@@ -101,23 +81,19 @@ def figure1(df, spec: dict):
         ax.grid(axis="y", alpha=0.3)
     for k in range(n, nrows * ncols):
         axes[k // ncols][k % ncols].axis("off")
-    fig.suptitle(
-        f"Marginal adversarial vulnerability: {spec['model']}, epoch {spec['epoch']}, {spec['attack']}\n"
-        "(in brackets: change when the task is added; red = more vulnerable)",
-        fontsize=10,
-    )
+    fig.suptitle(spec["title"], fontsize=10)
     fig.tight_layout()
     return fig
 
 
 # ------------------------------------------------------------------------------------------ RQ1 sweeps
-def sweep_figure(df, name: str, spec: dict):
+def sweep_figure(ev: TB.Evaluations, spec: dict):
     from .. import tasks as T
 
     plt = _plt()
-    long = TB.sweep(df, name, spec)
+    long = TB.sweep(ev, spec)
     if long.empty:
-        raise ValueError(f"{name}: no (main, auxiliary) pair in the spec {spec}")
+        raise ValueError(f"{spec['sweep']}: no (main, auxiliary) pair in the spec")
     mains = list(dict.fromkeys(long["main"]))
     values = list(dict.fromkeys(long["value"]))
     ncols = min(len(mains), 5)
@@ -162,7 +138,7 @@ def sweep_figure(df, name: str, spec: dict):
         ax.set_xticks(range(len(values)), values)
         ax.set_xlim(-0.6, len(values) - 0.4)
         ax.set_title(f"main task {m} ({T.get(m).name})")
-        ax.set_xlabel(SWEEP_TITLES[name])
+        ax.set_xlabel(spec["axis"])
         ax.set_ylabel("relative vulnerability of main task")
         ax.grid(axis="y", alpha=0.3)
     for k in range(len(mains), nrows * ncols):
@@ -177,7 +153,7 @@ def sweep_figure(df, name: str, spec: dict):
     ]
     fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
     fig.suptitle(
-        f"RQ1: multi-task vs single-task models across {SWEEP_TITLES[name]}\n"
+        f"RQ1: multi-task vs single-task models across {spec['axis']}\n"
         "(boxes and points: one per auxiliary task; lower = more robust)",
         fontsize=10,
     )
@@ -188,15 +164,13 @@ def sweep_figure(df, name: str, spec: dict):
 def save(fig, out_png: Path) -> list[Path]:
     """Write the .png and the .pdf next to it, atomically and without time stamps."""
     out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for path, fmt, meta in (
         (out_png, "png", {"Software": None}),
         (out_png.with_suffix(".pdf"), "pdf", {"CreationDate": None, "Creator": None}),
     ):
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        fig.savefig(tmp, format=fmt, dpi=150, metadata=meta)
-        os.replace(tmp, path)
+        with files.atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, metadata=meta)
         written.append(path)
     import matplotlib.pyplot as plt
 
@@ -204,10 +178,25 @@ def save(fig, out_png: Path) -> list[Path]:
     return written
 
 
+def draw(name: str, ev: TB.Evaluations, spec: dict):
+    """The matplotlib figure of one output's spec."""
+    layout = spec.get("layout")
+    if layout == "bars":
+        fig = figure1(ev, spec)
+    elif layout == "sweep":
+        fig = sweep_figure(ev, spec)
+    else:
+        raise ValueError(f"{name}: spec layout {layout!r} is not a figure; expected bars or sweep")
+    ev.check(name)
+    return fig
+
+
+def write(name: str, spec: dict, inputs, out_png: Path) -> list[Path]:
+    """Draw the figure ``name`` of ``spec`` from the evaluation CSVs ``inputs`` into out_png (and .pdf)."""
+    return save(draw(name, TB.Evaluations(inputs), spec), out_png)
+
+
 def run(args) -> int:
-    spec = TB.parse_spec_json(args.spec_json)
-    df = TB.load_vulnerability(args.vulnerability)
-    fig = figure1(df, spec) if args.figure == "figure1" else sweep_figure(df, args.figure, spec)
-    for p in save(fig, args.out):
+    for p in write(args.out.stem, TB.load_spec(args.spec), args.inputs, args.out):
         print(f"wrote {p}")
     return 0

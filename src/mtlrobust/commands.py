@@ -1,0 +1,91 @@
+"""The command-line arguments of the workflow's jobs, built from the config and the plan.
+
+Every function returns one canonical string: flags in a fixed order and values quoted for the shell, so a
+rule's params compare equal whenever the values are (whatever the study file's key order).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from .ids import ModelSpec
+
+
+def q(value) -> str:
+    """One shell word."""
+    return shlex.quote(str(value))
+
+
+def flags(*pairs) -> str:
+    """``--flag value`` words in the given order; None/False values are left out, True is a bare switch."""
+    words = []
+    for flag, value in pairs:
+        if value is None or value is False:
+            continue
+        words.append(flag if value is True else f"{flag} {q(value)}")
+    return " ".join(words)
+
+
+def words(flag: str, values) -> str:
+    """`` --flag v1 v2 ...`` for a list option (nothing when it is empty or None)."""
+    return f" {flag} " + " ".join(map(q, values)) if values else ""
+
+
+def synthesize(config: dict) -> str:
+    s = config["dataset"]["synthetic"]
+    return flags(*((f"--{k}", s[k]) for k in ("buildings", "points", "views", "resolution", "seed")))
+
+
+def download(config: dict, tasks) -> str:
+    """Buildings, tasks, URL and checksums of the Taskonomy download."""
+    tx = config["dataset"]["taskonomy"]
+    return flags(("--buildings", ",".join(tx["buildings"])), ("--tasks", "+".join(tasks)),
+                 ("--url-template", tx["url_template"]), ("--md5", tx["md5"]),
+                 ("--agree-licence", tx["agree_licence"]))  # fmt: skip
+
+
+def prepare(config: dict, tasks) -> str:
+    """Tasks, resolution, split rule and buildings of the packed arrays."""
+    ds = config["dataset"]
+    split_csv = ds["split_csv"] if ds["split_point_threshold"] is None else None
+    args = flags(("--tasks", "+".join(tasks)), ("--resolution", config["model"]["resolution"]),
+                 ("--threshold", ds["split_point_threshold"]), ("--split-csv", split_csv))  # fmt: skip
+    return args + words("--buildings", ds["buildings"])
+
+
+def model(m: ModelSpec) -> str:
+    """Arch, tasks, weighting, main task and seed of one model."""
+    return flags(("--arch", m.arch), ("--tasks", "+".join(m.tasks)), ("--weighting", m.weighting),
+                 ("--main", m.main), ("--seed", m.seed))  # fmt: skip
+
+
+def training(config: dict) -> str:
+    """Training settings that change the trained weights (threads and the milestone list do not)."""
+    t = config["training"]
+    return flags(("--batch-size", t["batch_size"]), ("--lr", t["lr"]),
+                 ("--lr-milestones", ",".join(map(str, t["lr_milestones"]))), ("--lr-gamma", t["lr_gamma"]),
+                 ("--val-limit", t["val_limit"]), ("--hflip", t["hflip"]), ("--amp", t["amp"]),
+                 ("--reference-init", t["reference_init"]), ("--decoder", config["model"]["decoder"]),
+                 ("--bn-recalibrate", t["bn_recalibrate"] or None), ("--device", t["device"]))  # fmt: skip
+
+
+def attacked(subsets) -> str:
+    """``--attacked`` per subset (tuples of task ids), smaller subsets first."""
+    return " ".join(flags(("--attacked", "+".join(s))) for s in sorted(subsets, key=lambda s: (len(s), s)))
+
+
+def evaluation(config: dict) -> str:
+    """Evaluation settings that change the results (threads do not; the split is in the input path)."""
+    e = config["evaluation"]
+    return flags(("--batch-size", e["batch_size"]), ("--limit", e["limit"]), ("--seed", e["seed"]),
+                 ("--device", e["device"]))  # fmt: skip
+
+
+def theory(config: dict, theory: dict | None) -> str:
+    """The threat model (norm, eps) and orders of Figure 1's model: all the theory depends on."""
+    if not theory:
+        return ""
+    e = config["evaluation"]
+    args = flags(("--norm", theory["norm"]), ("--eps", theory["eps"]), ("--limit", e["limit"]),
+                 ("--device", e["device"]))  # fmt: skip
+    return args + words("--orders", theory["orders"])

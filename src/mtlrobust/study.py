@@ -1,0 +1,526 @@
+"""The study plan as plain Python: config checks, models, evaluations and one registry of outputs.
+
+``build(config)`` takes a schema-validated config (Snakemake's ``validate`` fills in the defaults) and returns
+a :class:`Plan`: the checks the schema cannot express (raising :class:`StudyError` with the config key), the
+attack specs, the models and milestones to train, the evaluations to run ((model_id, epoch, attack) ->
+attacked subsets) and, per output, the cells it shows. The workflow (``workflow/rules/*.smk``) only turns the
+plan into rules, ``mtlrobust plan`` counts its jobs and ``analysis/tables.py``/``figures.py`` render the cells
+the plan gives them, so the layout of an output is written once, here.
+
+A *cell* is ``[model_id, epoch, attack, attacked, task]`` (task ids, subsets joined by ``+`` in registry
+order): one row of the reduced evaluation of one evaluation CSV. An output's *spec* (JSON) carries its cells,
+labels and layout; each output depends on the evaluation CSVs of its own cells only.
+
+To add an output: write a planner ``def _name(s: Section) -> dict`` returning a spec of an existing layout
+(grid, correlations, sweep, bars), register it in ``OUTPUTS`` and add its ``study.NAME`` section to the
+schema.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ids as IDS
+from . import tasks as T
+from . import values
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+KINDS = ("single", "multi")
+NORM_ORDER = ("linf", "l2")  # rq1_norm settings are shown in this order (not in the study file's key order)
+
+
+class StudyError(ValueError):
+    """A study the schema accepts but that cannot run; the message names the config key."""
+
+
+# ------------------------------------------------------------------------------------ value parsing
+def budget(value, key: str) -> float:
+    """An eps/step size as a float in (0, 1]: a number or an "8/255"-style string (``values.budget``)."""
+    try:
+        return values.budget(value, f"config key {key}", positive=True)
+    except ValueError as e:
+        raise StudyError(str(e)) from None
+
+
+def task_list(value, key: str) -> list[str]:
+    """Task letters/ids -> task ids (order kept as given), with the config key named in errors."""
+    if value is not None and len(value) == 0:
+        raise StudyError(f"config key {key}: expected a non-empty list of task letters, got []")
+    try:
+        return [t.id for t in T.parse(list(value))]
+    except (KeyError, ValueError) as e:
+        raise StudyError(f"config key {key}: {e.args[0]}") from None
+
+
+def letter(task_id: str) -> str:
+    return T.get(task_id).letter
+
+
+def eps_label(eps: float) -> str:
+    """8/255 for eps = 0.0313..., else the number."""
+    k = eps * 255
+    return f"{round(k)}/255" if eps > 0 and abs(k - round(k)) < 1e-6 else f"{eps:.4g}"
+
+
+def attack_spec(name: str, a: dict) -> dict:
+    """The ``--attack-json`` spec: only the keys the study sets (options flattened), budgets as floats.
+
+    Every method keeps its own defaults for the rest; ``attacks.check_spec`` rejects what it cannot use.
+    """
+    from .attacks import check_spec
+
+    options = a.get("options") or {}
+    clash = sorted(set(options) & (set(a) | {"name"}))
+    if clash:
+        raise StudyError(f"config key attacks.{name}.options: {clash} must be set outside options (or once)")
+    spec = {"name": name, **{k: v for k, v in a.items() if k != "options"}, **options}
+    for k in ("eps", "step_size"):
+        if k in spec:
+            spec[k] = budget(spec[k], f"attacks.{name}.{k}")
+    if spec["method"] != "none" and "eps" not in spec:
+        raise StudyError(
+            f"config key attacks.{name}.eps: method {spec['method']!r} needs a perturbation budget, "
+            "e.g. eps: 8/255"
+        )
+    try:
+        check_spec(spec)
+    except ValueError as e:
+        raise StudyError(f"config key attacks.{name}: {e}") from None
+    return spec
+
+
+def method_default(method: str, key: str):
+    """The default of an attack method's keyword (None when it has none, e.g. fgsm's steps)."""
+    from .attacks import METHODS
+
+    return METHODS[method].options().get(key)
+
+
+# ------------------------------------------------------------------------------------ the plan
+@dataclass(frozen=True)
+class Output:
+    """One registered output: the study section enabling it, what it renders and the evaluations it reads."""
+
+    name: str
+    section: str
+    renders: tuple[str, ...]  # "table" (NAME.csv + NAME.md) and/or "figure" (NAME.png + NAME.pdf)
+    spec: dict  # layout, labels and cells; see analysis/tables.py and analysis/figures.py
+    evals: tuple[tuple[str, int, str], ...]  # sorted (model_id, epoch, attack) of its cells
+
+    @property
+    def spec_json(self) -> str:
+        return json.dumps(self.spec, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass
+class Plan:
+    config: dict
+    tasks: list[str]
+    milestones: list[int]
+    attacks: dict[str, dict]
+    models: dict = field(default_factory=dict)  # model_id -> ids.ModelSpec
+    epochs: dict = field(default_factory=dict)  # model_id -> milestones some output needs
+    evals: dict = field(default_factory=dict)  # (model_id, epoch, attack) -> attacked subsets (tuples of ids)
+    outputs: dict = field(default_factory=dict)  # name -> Output, registry order
+    theory: dict | None = None  # Figure 1's model: model_id, epoch, norm, eps, orders
+
+    @property
+    def final_epoch(self) -> int:
+        return self.config["training"]["epochs"]
+
+    def need(self, spec: IDS.ModelSpec, epoch: int, attack: str, attacked) -> list[str]:
+        """Record that an output needs `attack` on `spec` at `epoch` on `attacked` tasks; the subset's key."""
+        subset = tuple(t.id for t in T.canonical(attacked))
+        self.models[spec.id] = spec
+        self.epochs.setdefault(spec.id, set()).add(epoch)
+        self.evals.setdefault((spec.id, epoch, attack), set()).add(subset)
+        return "+".join(subset)
+
+    def tables(self) -> list[str]:
+        return [n for n, o in self.outputs.items() if "table" in o.renders]
+
+    def figures(self) -> list[str]:
+        return [n for n, o in self.outputs.items() if "figure" in o.renders]
+
+    def attack_json(self, name: str) -> str:
+        """The canonical ``--attack-json`` of one attack."""
+        return json.dumps(self.attacks[name], sort_keys=True)
+
+    def previous_epoch(self, model_id: str, epoch: int) -> int | None:
+        """The model's previous needed milestone (its training resumes from it)."""
+        earlier = [e for e in self.epochs.get(model_id, ()) if e < epoch]
+        return max(earlier) if earlier else None
+
+
+# ------------------------------------------------------------------------------------ section checks
+class Section:
+    """One ``study.NAME`` section: its checked values and the cells its output shows."""
+
+    def __init__(self, plan: Plan, name: str):
+        self.plan, self.name, self.cfg = plan, name, plan.config["study"][name]
+
+    def tasks(self, key: str = "tasks") -> list[str]:
+        """The section's task subset (default: the top-level tasks), checked against them."""
+        value = self.cfg.get(key)
+        if value is None:
+            return list(self.plan.tasks)
+        ids = task_list(value, f"study.{self.name}.{key}")
+        extra = [t for t in ids if t not in self.plan.tasks]
+        if extra:
+            raise StudyError(
+                f"config key study.{self.name}.{key}: task(s) {T.letters(extra)!r} are not among the study's "
+                f"tasks {T.letters(self.plan.tasks)!r} (config key tasks)"
+            )
+        return ids
+
+    def mains(self, tasks: list[str]) -> list[str]:
+        value = self.cfg.get("mains")
+        if value is None:
+            return list(tasks)
+        ids = task_list(value, f"study.{self.name}.mains")
+        extra = [t for t in ids if t not in tasks]
+        if extra:
+            raise StudyError(
+                f"config key study.{self.name}.mains: main task(s) {T.letters(extra)!r} are not among the "
+                f"tasks {T.letters(tasks)!r}; expected a subset of them"
+            )
+        return ids
+
+    def epoch(self, value, key: str = "epoch") -> int:
+        p = self.plan
+        e = p.final_epoch if value is None else int(value)
+        if e not in p.milestones:
+            raise StudyError(
+                f"config key study.{self.name}.{key}: epoch {e} is not a checkpoint; expected one of "
+                f"training.milestones {p.milestones} (training.epochs={p.final_epoch})"
+            )
+        return e
+
+    def arch(self, value, key: str = "arch") -> str:
+        archs = self.plan.config["architectures"]
+        if value not in archs:
+            raise StudyError(
+                f"config key study.{self.name}.{key}: architecture {value!r} is not in config key "
+                f"architectures {archs}"
+            )
+        return value
+
+    def attack(self, value, key: str = "attack") -> str:
+        if value not in self.plan.attacks:
+            raise StudyError(
+                f"config key study.{self.name}.{key}: attack {value!r} is not defined; expected one of the "
+                f"names under attacks: {sorted(self.plan.attacks)}"
+            )
+        return value
+
+    def weighting(self, value) -> str:
+        weightings = self.plan.config["weightings"]
+        if value not in weightings:
+            raise StudyError(
+                f"config key study.{self.name}: weighting {value!r} is not in config key weightings "
+                f"{weightings}"
+            )
+        return value
+
+    def seed(self, value) -> int:
+        seeds = self.plan.config["seeds"]
+        if value not in seeds:
+            raise StudyError(
+                f"config key study.{self.name}.seed: seed {value} is not in config key seeds {seeds}"
+            )
+        return value
+
+    def model(self, arch, weighting, tasks, seed, main) -> IDS.ModelSpec:
+        try:
+            spec = IDS.model_spec(arch, weighting, list(tasks), seed, main=main)
+            T.task_weights(spec.tasks, spec.weighting, main=spec.main)
+        except (KeyError, ValueError) as e:
+            raise StudyError(
+                f"config: cannot build model {arch}/{weighting}/{T.letters(tasks)}: {e.args[0]}"
+            ) from None
+        return spec
+
+    def cell(self, spec: IDS.ModelSpec, epoch: int, attack: str, attacked, task: str) -> list:
+        return [spec.id, epoch, attack, self.plan.need(spec, epoch, attack, attacked), task]
+
+    def pair(self, arch, weighting, seed, epoch, attack, main, aux, kind) -> list:
+        """Main-task cell of the (main, aux) model; the single-task model (single attack) when aux == main."""
+        if aux == main:
+            return self.cell(self.model(arch, "uniform", [main], seed, main), epoch, attack, [main], main)
+        spec = self.model(arch, weighting, [main, aux], seed, main)
+        return self.cell(spec, epoch, attack, [main] if kind == "single" else [main, aux], main)
+
+
+# ------------------------------------------------------------------------------------ the outputs
+def _grid(s: Section, title: str, note: str, row_keys, attack_of, kind_of) -> dict:
+    """Rows: row key x main task; columns: weighting:aux; the diagonal is the single-task model."""
+    tasks = s.tasks()
+    mains = s.mains(tasks)
+    arch, epoch, seed = s.arch(s.cfg["arch"]), s.epoch(s.cfg["epoch"]), s.seed(s.cfg["seed"])
+    weightings = [s.weighting(w) for w in s.cfg["weightings"]]
+    columns = [f"{w}:{letter(a)}" for w in weightings for a in tasks]
+    rows = []
+    for rk in row_keys:
+        for m in mains:
+            cells = [
+                s.pair(arch, w, seed, epoch, attack_of(rk), m, a, kind_of(rk))
+                for w in weightings
+                for a in tasks
+            ]
+            emph = [f"{w}:{letter(m)}" for w in weightings]
+            rows.append({"labels": [rk, letter(m)], "cells": cells, "emphasize": emph})
+    title = title.format(arch=arch, epoch=epoch)
+    return {"layout": "grid", "title": title, "note": note, "label_columns": ["attack", "main"],
+            "columns": columns, "value": "rel_vuln", "rows": rows}  # fmt: skip
+
+
+def _table1(s: Section) -> dict:
+    attack = s.attack(s.cfg["attack"])
+    return _grid(
+        s,
+        f"Table 1: relative task vulnerability, {attack} ({{arch}}, epoch {{epoch}})",
+        "Rows: attack kind (single = only the main task attacked, multi = main and auxiliary task) and "
+        "main task; columns: weighting:auxiliary task. Lower is more robust. Italic diagonal: the "
+        "single-task model under the single-task attack. '-' = not evaluated.",
+        KINDS,
+        lambda kind: attack,
+        lambda kind: kind,
+    )
+
+
+def _table2(s: Section) -> dict:
+    attacks = [s.attack(a, "attacks") for a in s.cfg["attacks"]]
+    return _grid(
+        s,
+        "Table 2: relative task vulnerability, adaptive attacks ({arch}, epoch {epoch})",
+        "Rows: attack and main task (main and auxiliary task attacked together); columns: "
+        "weighting:auxiliary task. Lower is more robust. Italic diagonal: the single-task model under the "
+        "same attack.",
+        attacks,
+        lambda attack: attack,
+        lambda attack: "multi",
+    )
+
+
+def _table3(s: Section) -> dict:
+    c = s.cfg
+    tasks = s.tasks()
+    mains = s.mains(tasks)
+    seed, attack, w = s.seed(c["seed"]), s.attack(c["attack"]), s.weighting(c["weighting"])
+    ep, ar, cl = c["epochs"], c["archs"], c["clean"]
+    e_arch, e_proxy = s.arch(ep["arch"], "epochs.arch"), s.epoch(ep["proxy"], "epochs.proxy")
+    e_target = s.epoch(ep["target"], "epochs.target")
+    a_proxy, a_target = s.arch(ar["proxy"], "archs.proxy"), s.arch(ar["target"], "archs.target")
+    a_epoch = s.epoch(ar["epoch"], "archs.epoch")
+    c_arch, c_epoch = s.arch(cl["arch"], "clean.arch"), s.epoch(cl["epoch"], "clean.epoch")
+    kind = c["attacked"]
+    pairs = [(m, a) for m in mains for a in tasks]
+
+    def series(arch, epoch, value="rel_vuln"):
+        return {"value": value, "cells": [s.pair(arch, w, seed, epoch, attack, m, a, kind) for m, a in pairs]}
+
+    rows = [
+        (f"{e_arch} at epoch {e_proxy}", f"{e_arch} at epoch {e_target}",
+         series(e_arch, e_proxy), series(e_arch, e_target)),
+        (f"{a_proxy} at epoch {a_epoch}", f"{a_target} at epoch {a_epoch}",
+         series(a_proxy, a_epoch), series(a_target, a_epoch)),
+        (f"clean error ({c_arch}, epoch {c_epoch})", f"relative vulnerability ({c_arch}, epoch {c_epoch})",
+         series(c_arch, c_epoch, "clean_error"), series(c_arch, c_epoch)),
+    ]  # fmt: skip
+    return {
+        "layout": "correlations",
+        "title": f"Table 3: Pearson correlation of proxies with the relative vulnerability ({attack}, "
+        f"{kind}-task attacks, {w} models)",
+        "note": "n = number of (main, auxiliary) cells present in both settings; '-' = undefined "
+        "(fewer than 3 cells or a constant input).",
+        "rows": [{"proxy": p, "target": t, "x": x, "y": y} for p, t, x, y in rows],
+    }
+
+
+def _figure1(s: Section) -> dict:
+    c = s.cfg
+    orders = [task_list(o, "study.figure1.orders") for o in c["orders"]]
+    for o, raw in zip(orders, c["orders"], strict=True):
+        unknown = [t for t in o if t not in s.plan.tasks]
+        if unknown:
+            raise StudyError(
+                f"config key study.figure1.orders: order {raw!r} uses task(s) {T.letters(unknown)!r} "
+                f"that are not among the study's tasks {T.letters(s.plan.tasks)!r}"
+            )
+        if set(o) != set(orders[0]):
+            raise StudyError(
+                f"config key study.figure1.orders: order {raw!r} is not a permutation of {c['orders'][0]!r}; "
+                "all orders must enable the same tasks (one model)"
+            )
+    arch, epoch, seed = s.arch(c["arch"]), s.epoch(c["epoch"]), s.seed(c["seed"])
+    attack = s.attack(c["attack"])
+    spec = s.model(arch, "uniform", orders[0], seed, orders[0][0])
+    panels = [
+        {"order": T.letters(o), "letters": [letter(t) for t in o],
+         "cells": [s.cell(spec, epoch, attack, o[: i + 1], o[0]) for i in range(len(o))]}
+        for o in orders
+    ]  # fmt: skip
+    if c["theory"]:
+        a = s.plan.attacks[attack]
+        if "eps" not in a:
+            raise StudyError(
+                f"config key study.figure1.theory: the theory needs an attack with eps; attack {attack!r} "
+                f"(method {a['method']!r}) has none"
+            )
+        norm = a.get("norm") or method_default(a["method"], "norm")
+        s.plan.theory = dict(model_id=spec.id, epoch=epoch, norm=norm, eps=a["eps"], orders=list(c["orders"]))
+    return {
+        "layout": "bars",
+        "value": "adv_vulnerability",
+        "title": f"Marginal adversarial vulnerability: {spec.id}, epoch {epoch}, {attack}\n"
+        "(in brackets: change when the task is added; red = more vulnerable)",
+        "panels": panels,
+    }
+
+
+def _sweep(s: Section, axis: str, settings) -> dict:
+    """Uniform pair models vs single-task models of the section's tasks, per (label, arch, epoch, attack)."""
+    tasks = s.tasks()
+    seed = s.seed(s.cfg["seed"])
+    rows = []
+    for label, arch, epoch, attack in settings:
+        for m in tasks:
+            base = s.pair(arch, "uniform", seed, epoch, attack, m, m, "single")
+            for a in tasks:
+                if a == m:
+                    continue
+                for kind in KINDS:
+                    rows.append(
+                        {"value": label, "attack": attack, "arch": arch, "epoch": epoch, "main": letter(m),
+                         "aux": letter(a), "kind": kind, "base": base,
+                         "cell": s.pair(arch, "uniform", seed, epoch, attack, m, a, kind)}
+                    )  # fmt: skip
+    return {
+        "layout": "sweep",
+        "sweep": s.name,
+        "axis": axis,
+        "title": f"{s.name}: multi-task vs single-task models",
+        "rows": rows,
+    }
+
+
+def _rq1_norm(s: Section) -> dict:
+    arch, epoch = s.arch(s.cfg["arch"]), s.epoch(s.cfg["epoch"])
+    attacks = {k: s.attack(v, f"attacks.{k}") for k, v in s.cfg["attacks"].items()}
+
+    def order(label):  # by the attack's norm, then label: the study file's key order does not matter
+        norm = s.plan.attacks[attacks[label]].get("norm", "linf")
+        return (NORM_ORDER.index(norm) if norm in NORM_ORDER else len(NORM_ORDER), label)
+
+    return _sweep(s, "attack norm", [(k, arch, epoch, attacks[k]) for k in sorted(attacks, key=order)])
+
+
+def _rq1_eps(s: Section) -> dict:
+    arch, epoch = s.arch(s.cfg["arch"]), s.epoch(s.cfg["epoch"])
+    attacks = [s.attack(a, "attacks") for a in s.cfg["attacks"]]
+    labels = [eps_label(s.plan.attacks[a]["eps"]) if "eps" in s.plan.attacks[a] else a for a in attacks]
+    return _sweep(
+        s, "perturbation budget eps", [(lab, arch, epoch, a) for lab, a in zip(labels, attacks, strict=True)]
+    )
+
+
+def _rq1_arch(s: Section) -> dict:
+    archs = [s.arch(a, "archs") for a in s.cfg["archs"]]
+    epoch, attack = s.epoch(s.cfg["epoch"]), s.attack(s.cfg["attack"])
+    return _sweep(s, "encoder", [(a, a, epoch, attack) for a in archs])
+
+
+def _rq1_epochs(s: Section) -> dict:
+    arch, attack = s.arch(s.cfg["arch"]), s.attack(s.cfg["attack"])
+    epochs = [s.epoch(e, "epochs") for e in (s.cfg["epochs"] or s.plan.milestones)]
+    return _sweep(s, "training epochs", [(str(e), arch, e, attack) for e in epochs])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """How one output is planned (its section's cells) and rendered."""
+
+    plan: Callable[[Section], dict]
+    renders: tuple[str, ...]
+
+
+# Output name -> entry; the study section of the same name enables it (study.NAME.enabled).
+OUTPUTS: dict[str, Entry] = {
+    "table1": Entry(_table1, ("table",)),
+    "table2": Entry(_table2, ("table",)),
+    "table3": Entry(_table3, ("table",)),
+    "figure1": Entry(_figure1, ("figure",)),
+    "rq1_norm": Entry(_rq1_norm, ("table", "figure")),
+    "rq1_eps": Entry(_rq1_eps, ("table", "figure")),
+    "rq1_arch": Entry(_rq1_arch, ("table", "figure")),
+    "rq1_epochs": Entry(_rq1_epochs, ("table", "figure")),
+}
+
+
+def cells_of(spec: dict) -> list[list]:
+    """Every cell of a spec, whatever its layout."""
+    out = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k in ("cell", "base"):
+                    out.append(v)
+                elif k == "cells":
+                    out.extend(c for c in v if c is not None)
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(spec)
+    return out
+
+
+# ------------------------------------------------------------------------------------ build
+def build(config: dict) -> Plan:
+    """The plan of a schema-validated config; raises StudyError naming the key of the first problem."""
+    tasks = task_list(config["tasks"], "tasks")
+    train = config["training"]
+    final = train["epochs"]
+    milestones = sorted(set(train["milestones"]) | {final})
+    if milestones[-1] > final:
+        raise StudyError(
+            f"config key training.milestones: milestone {milestones[-1]} is beyond training.epochs={final}; "
+            f"expected milestones <= {final}"
+        )
+    for arch in config["architectures"]:
+        if arch not in IDS.ARCHS:
+            raise StudyError(
+                f"config key architectures: unknown architecture {arch!r}; expected one of {IDS.ARCHS}"
+            )
+    attacks = {name: attack_spec(name, a) for name, a in sorted(config["attacks"].items())}
+    plan = Plan(config=config, tasks=tasks, milestones=milestones, attacks=attacks)
+    for name, entry in OUTPUTS.items():
+        if not config["study"][name]["enabled"]:
+            continue
+        spec = entry.plan(Section(plan, name))
+        evals = tuple(sorted({(c[0], c[1], c[2]) for c in cells_of(spec)}))
+        plan.outputs[name] = Output(name, name, entry.renders, spec, evals)
+    return plan
+
+
+def validated(config: dict, schema=SCHEMA) -> dict:
+    """``config`` checked against the schema with its defaults filled in (as Snakemake's ``validate``)."""
+    from snakemake.utils import validate
+
+    validate(config, schema=str(schema), set_default=True)
+    return config
+
+
+def load(configfile, schema=SCHEMA) -> Plan:
+    """The plan of a study file: YAML, schema validation with defaults, then ``build``."""
+    import yaml
+
+    with open(configfile) as f:
+        config = yaml.safe_load(f) or {}
+    return build(validated(config, schema))

@@ -142,3 +142,51 @@ def test_prepare_disk_full_names_the_split_and_cleans_up(synthetic_raw, tmp_path
     with pytest.raises(F.DiskFullError, match=f"^disk full while writing {out / 'train'}$"):
         packed.prepare(synthetic_raw, out, ["seg"], 32, ["train"], progress=False)
     assert list(out.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ start-up
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "resnet152", "wide_resnet50_2"])
+def test_resnet_trunk_equals_torchvision(arch):
+    """The same weights for the same seed, the same keys and the same outputs as torchvision's builder."""
+    import torch
+    import torchvision
+
+    from mtlrobust.resnet import ResNetTrunk
+
+    torch.manual_seed(3)
+    ref = getattr(torchvision.models, arch)(weights=None).eval()
+    after_ref = torch.rand(1)
+    torch.manual_seed(3)
+    ours = ResNetTrunk(arch).eval()
+    assert torch.equal(torch.rand(1), after_ref)  # the same random draws, so what follows is unchanged
+    want = {k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}
+    have = ours.state_dict()
+    assert list(have) == list(want)
+    assert all(torch.equal(have[k], want[k]) for k in want)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        feats = ref.layer4(ref.layer3(ref.layer2(ref.layer1(ref.maxpool(ref.relu(ref.bn1(ref.conv1(x))))))))
+        mine = ours.layer4(
+            ours.layer3(ours.layer2(ours.layer1(ours.maxpool(ours.relu(ours.bn1(ours.conv1(x)))))))
+        )
+    assert torch.equal(feats, mine)
+
+
+def test_a_torch_job_imports_neither_torchvision_nor_dynamo():
+    """What evaluate imports to build a ResNet and take input gradients; torchvision alone cost ~2 CPU-s a
+    job. (Training still imports torch._dynamo: torch's optimizers import it on their first use.)"""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "import mtlrobust.train, mtlrobust.evaluate, mtlrobust.attacks, mtlrobust.data.packed\n"
+        "from mtlrobust.checkpoint import build_model\n"
+        "meta = {'arch': 'resnet18', 'tasks': ['seg'], 'normalization': None, 'decoder': 'reference'}\n"
+        "x = torch.rand(2, 3, 32, 32, requires_grad=True)\n"
+        "build_model(meta)(x)['seg'].sum().backward()\n"
+        "heavy = ('torchvision', 'torch._dynamo', 'pandas', 'matplotlib')\n"
+        "print(sorted(k for k in heavy if k in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,10 +1,11 @@
 """Hard-parameter-sharing multi-task networks of the AAAI 2022 study: one encoder, one decoder per task.
 
-ResNet encoders are torchvision's builders without avgpool/fc (trained from scratch unless a local
-weights file is given); the decoder is the reference's (taskgrouping / MTRobust ``Decoder``): five
-stages of [ConvTranspose k2 s2 + BN + ReLU, Conv3x3 + BN + ReLU] with widths base->256->128->64->48->32,
-the last Conv3x3 mapping 32 -> C_out with no BN/activation. ``xception`` is the reference's small
-Taskonomy Xception (``xception_taskonomy_small``), written here from its description.
+ResNet encoders are torchvision's ResNets without avgpool/fc (``resnet.py`` rebuilds them without
+importing torchvision; trained from scratch unless a local weights file is given); the decoder is the
+reference's (taskgrouping / MTRobust ``Decoder``): five stages of [ConvTranspose k2 s2 + BN + ReLU,
+Conv3x3 + BN + ReLU] with widths base->256->128->64->48->32, the last Conv3x3 mapping 32 -> C_out with
+no BN/activation. ``xception`` is the reference's small Taskonomy Xception
+(``xception_taskonomy_small``), written here from its description.
 
 ``decoder="skip"`` swaps the reference decoders for U-Net decoders (up-sampling widths 256-128-64-48-32
 for ResNets as the reference, 96-64-48-32 for Xception) that also concatenate the encoder's map of each
@@ -31,12 +32,7 @@ from . import tasks as T
 from .ids import ARCHS
 
 DEFAULT_NORMALIZATION = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}  # x*2-1: the paper's [-1, 1]
-_RESNETS = {  # arch -> (torchvision builder, channels of the representation)
-    "resnet18": ("resnet18", 512),
-    "resnet50": ("resnet50", 2048),
-    "resnet152": ("resnet152", 2048),
-    "wide_resnet50_2": ("wide_resnet50_2", 2048),
-}
+_RESNETS = {"resnet18": 512, "resnet50": 2048, "resnet152": 2048, "wide_resnet50_2": 2048}  # -> channels
 INPUT_MULTIPLE = 32  # input height/width must be a multiple of this (total encoder stride)
 DECODERS = ("reference", "skip")
 
@@ -47,13 +43,13 @@ class ResNetEncoder(nn.Module):
 
     def __init__(self, arch: str):
         super().__init__()
-        import torchvision  # only ResNets need it (keeps `mtlrobust train --arch xception` start-up light)
+        from .resnet import ResNetTrunk
 
-        builder, self.out_channels = _RESNETS[arch]
+        self.out_channels = _RESNETS[arch]
         c = self.out_channels
         self.skip_channels = (64, c // 8, c // 4, c // 2)  # strides 2, 4, 8, 16
         self.skip_widths = ResNetDecoder.WIDTHS  # up-sampling widths of a skip decoder (as the reference)
-        net = getattr(torchvision.models, builder)(weights=None)
+        net = ResNetTrunk(arch)
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
 

@@ -172,21 +172,30 @@ def test_resnet_trunk_equals_torchvision(arch):
     assert torch.equal(feats, mine)
 
 
-def test_a_torch_job_imports_neither_torchvision_nor_dynamo():
-    """What evaluate imports to build a ResNet and take input gradients; torchvision alone cost ~2 CPU-s a
-    job. (Training still imports torch._dynamo: torch's optimizers import it on their first use.)"""
+def _heavy_modules(code: str, *args) -> list[str]:
     import subprocess
     import sys
 
+    code += "\nimport sys; print(*sorted(k for k in HEAVY if k in sys.modules))"
+    code = "HEAVY = ('torch', 'torchvision', 'torch._dynamo', 'pandas', 'matplotlib')\n" + code
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+def test_a_torch_job_imports_neither_torchvision_nor_dynamo(packed_dir):
+    """What evaluate imports to read data, build a ResNet and take input gradients: torchvision alone cost
+    ~2 CPU-s a job, pandas ~0.4. (Training still imports torch._dynamo: torch's optimizers import it.)"""
     code = (
-        "import sys, torch\n"
-        "import mtlrobust.train, mtlrobust.evaluate, mtlrobust.attacks, mtlrobust.data.packed\n"
+        "import torch, mtlrobust.train, mtlrobust.evaluate, mtlrobust.attacks\n"
         "from mtlrobust.checkpoint import build_model\n"
+        "from mtlrobust.data.packed import PackedDataset\n"
+        "x, _, _ = PackedDataset(sys.argv[1], ['seg']).batch([0, 1])\n"
         "meta = {'arch': 'resnet18', 'tasks': ['seg'], 'normalization': None, 'decoder': 'reference'}\n"
-        "x = torch.rand(2, 3, 32, 32, requires_grad=True)\n"
-        "build_model(meta)(x)['seg'].sum().backward()\n"
-        "heavy = ('torchvision', 'torch._dynamo', 'pandas', 'matplotlib')\n"
-        "print(sorted(k for k in heavy if k in sys.modules))\n"
+        "build_model(meta)(x.requires_grad_())['seg'].sum().backward()"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert _heavy_modules("import sys\n" + code, packed_dir / "train") == ["torch"]
+
+
+def test_data_stages_do_not_import_torch():
+    assert _heavy_modules("import mtlrobust.data.packed, mtlrobust.data.synthetic, mtlrobust.cli") == []

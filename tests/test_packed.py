@@ -61,8 +61,8 @@ def test_native_resolution_is_exact_decoding(synthetic_raw, tmp_path):
     ds = PackedDataset(out)
     index = tx.scan(synthetic_raw, T.parse("sdnpK"))
     x, targets, masks = ds.batch(np.arange(len(ds)))
-    for i, row in enumerate(ds.views.itertuples(index=False)):
-        vd = index.read(tx.View(*row), T.parse("sdnpK"))
+    for i, view in enumerate(ds.views):
+        vd = index.read(view, T.parse("sdnpK"))
         np.testing.assert_array_equal(x[i].numpy(), vd.raw["rgb"].transpose(2, 0, 1) / np.float32(255))
         for tid in ("seg", "depth_z", "normal", "curv", "kp3d"):
             np.testing.assert_array_equal(targets[tid][i].numpy(), vd.targets[tid])
@@ -83,7 +83,7 @@ def test_resize_keeps_invalid_pixels_out_of_valid_ones(packed_dir):
 
 def test_packed_dataset_items_and_batches(packed_dir):
     ds = PackedDataset(packed_dir / "train", ["s", "depth_z", "n"])
-    assert len(ds) == 6 and ds.resolution == 32 and list(ds.views.columns) == ["building", "point", "view"]
+    assert len(ds) == 6 and ds.resolution == 32 and ds.views[0]._fields == ("building", "point", "view")
     x, targets, masks = ds.batch([4, 1, 4])
     assert x.dtype == torch.float32 and x.shape == (3, 3, 32, 32) and 0 <= x.min() and x.max() <= 1
     assert targets["seg"].dtype == torch.int64 and targets["seg"].shape == (3, 32, 32)
@@ -101,13 +101,13 @@ def test_prepare_cli_threshold_and_replace(synthetic_raw, tmp_path):
     assert cli.main([*args, "--resolution", "16", "--threshold", "1"]) == 0
     train = PackedDataset(tmp_path / "p" / "train")
     test = PackedDataset(tmp_path / "p" / "test")
-    assert set(train.views.point) == {0} and set(test.views.point) == {1} and len(train) == 9
-    with pytest.raises(KeyError, match=r"tasks \['normal'\] were not prepared"):
+    assert {v.point for v in train.views} == {0} and {v.point for v in test.views} == {1} and len(train) == 9
+    with pytest.raises(ValueError, match=r"tasks \[.normal.\] were not prepared"):
         PackedDataset(tmp_path / "p" / "train", ["n"])
     assert json.loads((tmp_path / "p" / "val" / "meta.json").read_text())["split_rule"] == "threshold:1"
     assert cli.main([*args, "--resolution", "8", "--split", "test"]) == 0  # default: RAW's split CSV
     assert PackedDataset(tmp_path / "p" / "test").resolution == 8
-    assert set(PackedDataset(tmp_path / "p" / "test").views.building) == {"cedar"}
+    assert {v.building for v in PackedDataset(tmp_path / "p" / "test").views} == {"cedar"}
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["test", "train", "val"]
 
 

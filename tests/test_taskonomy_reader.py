@@ -84,7 +84,7 @@ def test_skip_bad_lists_the_view_and_keeps_the_others(raw_copy, tmp_path):
     assert [p.name for p in (tmp_path / "p").iterdir()] == []
     (out,) = prepare(raw_copy, tmp_path / "p", "seg+depth_z", 16, ["train"], skip_bad=True, progress=False)
     ds = PackedDataset(out)
-    assert len(ds) == 5 and ("alder", 1, 0) not in set(ds.views.itertuples(index=False, name=None))
+    assert len(ds) == 5 and ("alder", 1, 0) not in set(ds.views)
     bad = (out / "bad_views.csv").read_text().splitlines()
     assert bad[0] == "building,point,view,path,reason" and len(bad) == 2
     assert bad[1].startswith(f"alder,1,0,{path},")
@@ -135,7 +135,7 @@ def test_building_listed_but_absent(raw_copy, tmp_path, caplog):
             raw_copy, tmp_path / "p", "s", 16, ["train"], split_csv=csv, allow_missing=True, progress=False
         )
     assert "ghost" in caplog.text and "woodbine" in caplog.text
-    assert set(PackedDataset(out).views.building) == {"alder"}
+    assert {v.building for v in PackedDataset(out).views} == {"alder"}
     meta = PackedDataset(out).meta
     assert meta["absent_buildings"] == ["ghost"] and meta["excluded_forbidden"] == ["woodbine"]
 

@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .. import __version__
@@ -218,8 +217,12 @@ def _write_split(index, views, ts, size, dest: Path, split, rule, skip_bad, prog
 
 
 # -------------------------------------------------------------------------------------------- dataset
-class PackedDataset(torch.utils.data.Dataset):
-    """A prepared split: ``ds[i]`` or ``ds.batch(idx)`` -> (x in [0, 1], targets, masks [1, H, W])."""
+class PackedDataset:
+    """A prepared split: ``ds[i]`` or ``ds.batch(idx)`` -> (x in [0, 1], targets, masks [1, H, W]).
+
+    A map-style dataset (``len`` and indexing, as ``torch.utils.data.DataLoader`` wants) that imports
+    neither torch nor pandas when opened, so ``prepare`` and short jobs start fast.
+    """
 
     def __init__(self, split_dir: str | os.PathLike, task_ids: Sequence[str] | None = None):
         self.dir = Path(split_dir)
@@ -231,15 +234,14 @@ class PackedDataset(torch.utils.data.Dataset):
         ids = have if task_ids is None else [T.get(t).id for t in task_ids]
         lacking = [t for t in ids if t not in have]
         if lacking:
-            raise KeyError(f"{self.dir}: tasks {lacking} were not prepared (it has {have})")
+            raise ValueError(f"{self.dir}: tasks {lacking} were not prepared (it has {have})")
         self.tasks = [T.get(t) for t in ids]
         self.resolution = int(self.meta["resolution"])
         self.rgb = np.load(self.dir / "rgb.npy", mmap_mode="r")
         self.targets = {t: np.load(self.dir / f"{t}.npy", mmap_mode="r") for t in ids}
         self.masks = {t: np.load(self.dir / f"{t}.mask.npy", mmap_mode="r") for t in ids}
-        import pandas as pd
-
-        self.views = pd.read_csv(self.dir / "views.csv")
+        with open(self.dir / "views.csv", newline="") as f:
+            self.views = [tx.View(r["building"], int(r["point"]), int(r["view"])) for r in csv.DictReader(f)]
         if len(self.views) != len(self.rgb):
             raise ValueError(f"{self.dir}: views.csv has {len(self.views)} rows, rgb.npy {len(self.rgb)}")
 
@@ -248,6 +250,8 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def batch(self, idx):
         """Stacked samples ``idx``, one read per array: x [B, 3, H, W], targets, masks [B, 1, H, W]."""
+        import torch
+
         idx = np.asarray(idx, dtype=np.int64)
         x = torch.from_numpy(self.rgb[idx].astype(np.float32) / np.float32(255.0))
         targets, masks = {}, {}

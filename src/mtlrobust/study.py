@@ -19,6 +19,7 @@ schema.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,124 @@ def method_default(method: str, key: str):
     from .attacks import METHODS
 
     return METHODS[method].options().get(key)
+
+
+# ------------------------------------------------------------------------------------ setting checks
+# Dataset keys holding a path or URL: passed to the jobs as single shell words, so any character is safe
+# there, but a control character, a leading '-' (read as a flag) or, in an input path, braces (read by
+# Snakemake as a wildcard) cannot work.
+PATH_KEYS = ("split_csv", "taskonomy.root", "taskonomy.url_template", "taskonomy.md5")
+
+
+def check_settings(config: dict) -> None:
+    """Values the schema lets through but no job can use, rejected before any job (naming the key)."""
+    t = config["training"]
+    for key in ("lr", "lr_gamma"):
+        if not math.isfinite(t[key]):
+            raise StudyError(f"config key training.{key}: expected a finite number > 0, got {t[key]}")
+    late = [m for m in t["lr_milestones"] if m >= t["epochs"]]
+    if late:
+        raise StudyError(
+            f"config key training.lr_milestones: {late} never take effect with training.epochs={t['epochs']} "
+            "(the rate drops after a milestone's epoch); expected milestones < training.epochs"
+        )
+    check_paths(config["dataset"])
+    check_splits(config)
+
+
+def check_paths(ds: dict) -> None:
+    """Path and URL keys of ``dataset``: usable as one command-line word (and the root as an input)."""
+    for key in PATH_KEYS:
+        value = ds
+        for k in key.split("."):
+            value = value[k]
+        if value is None:
+            continue
+        if not value.strip() or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise StudyError(
+                f"config key dataset.{key}: expected a path or URL without control characters, got {value!r}"
+            )
+        if value.startswith("-"):
+            raise StudyError(f"config key dataset.{key}: {value!r} would read as a flag; write ./{value}")
+    root = ds["taskonomy"]["root"]
+    if root is not None and ("{" in root or "}" in root):
+        raise StudyError(
+            f"config key dataset.taskonomy.root: {root!r} has braces, which Snakemake reads as a wildcard in "
+            "an input path; rename or link the folder"
+        )
+    template = ds["taskonomy"]["url_template"]
+    if template is not None:
+        from .data.download import check_template
+
+        try:
+            check_template(template)
+        except ValueError as e:
+            raise StudyError(f"config key dataset.taskonomy.url_template: {e}") from None
+        if "{building}" not in template and len(ds["taskonomy"]["buildings"]) > 1:
+            raise StudyError(
+                f"config key dataset.taskonomy.url_template: {template!r} has no {{building}} but "
+                f"dataset.taskonomy.buildings lists {len(ds['taskonomy']['buildings'])} buildings"
+            )
+
+
+def check_splits(config: dict) -> None:
+    """Synthetic data: the buildings exist and each split the jobs read has views (train: >= 2)."""
+    ds = config["dataset"]
+    thr = ds["split_point_threshold"]
+    if ds["source"] != "synthetic" or (thr is None and ds["split_csv"] is not None):
+        return  # the real data (or a user's split CSV) are only known when prepared
+    from .data.synthetic import building_names, split_assignment
+
+    syn = ds["synthetic"]
+    names = building_names(syn["buildings"])
+    chosen = ds["buildings"] or names
+    unknown = [b for b in chosen if b not in names]
+    if unknown:
+        raise StudyError(
+            f"config key dataset.buildings: {unknown} are not synthetic buildings; expected some of {names} "
+            f"(dataset.synthetic.buildings={syn['buildings']})"
+        )
+    points, per_point = syn["points"], syn["views"] * len(chosen)
+    if thr is not None:
+        if thr >= points:
+            raise StudyError(
+                f"config key dataset.split_point_threshold: {thr} puts every point in train and leaves val "
+                f"and test empty (dataset.synthetic.points={points}: point ids 0..{points - 1}); expected 1 "
+                f"to {points - 1}"
+            )
+        held_out = (points - thr) * per_point
+        views = {"train": thr * per_point, "val": held_out, "test": held_out}
+        key = "dataset.split_point_threshold"
+    else:
+        flags = split_assignment(names)
+        splits = ("train", "val", "test")
+        views = {s: sum(flags[b][i] for b in chosen) * points * syn["views"] for i, s in enumerate(splits)}
+        key = "dataset.buildings"
+    for split in dict.fromkeys(("train", "val", config["evaluation"]["split"])):
+        if views[split] == 0:
+            raise StudyError(
+                f"config key {key}: the {split} split gets no views (views per split {views} with buildings "
+                f"{chosen}); training reads train and val, attacks evaluation.split"
+            )
+    if views["train"] < 2:
+        raise StudyError(
+            f"config key {key}: the train split gets {views['train']} view; training needs >= 2 "
+            "(BatchNorm needs two samples per batch)"
+        )
+
+
+def check_eps_sweep(attacks: dict, names: list[str], key: str) -> None:
+    """An eps sweep compares budgets only: one method and norm, a different eps per attack."""
+    models = {(attacks[a]["method"], attacks[a].get("norm") or method_default(attacks[a]["method"], "norm"))
+              for a in names}  # fmt: skip
+    if len(models) > 1:
+        raise StudyError(
+            f"config key {key}: attacks {names} mix methods/norms {sorted(models, key=str)}; an eps sweep "
+            "needs one method and norm"
+        )
+    eps = [attacks[a].get("eps") for a in names]
+    if len(set(eps)) < len(eps):
+        raise StudyError(f"config key {key}: attacks {names} repeat a budget (eps {eps}); expected one each")
 
 
 # ------------------------------------------------------------------------------------ the plan
@@ -416,6 +535,7 @@ def _rq1_norm(s: Section) -> dict:
 def _rq1_eps(s: Section) -> dict:
     arch, epoch = s.arch(s.cfg["arch"]), s.epoch(s.cfg["epoch"])
     attacks = [s.attack(a, "attacks") for a in s.cfg["attacks"]]
+    check_eps_sweep(s.plan.attacks, attacks, "study.rq1_eps.attacks")
     labels = [eps_label(s.plan.attacks[a]["eps"]) if "eps" in s.plan.attacks[a] else a for a in attacks]
     return _sweep(
         s, "perturbation budget eps", [(lab, arch, epoch, a) for lab, a in zip(labels, attacks, strict=True)]
@@ -493,6 +613,7 @@ def build(config: dict) -> Plan:
             raise StudyError(
                 f"config key architectures: unknown architecture {arch!r}; expected one of {IDS.ARCHS}"
             )
+    check_settings(config)
     attacks = {name: attack_spec(name, a) for name, a in sorted(config["attacks"].items())}
     plan = Plan(config=config, tasks=tasks, milestones=milestones, attacks=attacks)
     for name, entry in OUTPUTS.items():

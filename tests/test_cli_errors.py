@@ -170,6 +170,7 @@ def _eval_argv(checkpoint, data, out, spec=None, attacked="sd"):
 def test_evaluate_rejects_bad_inputs(capsys, checkpoint, fake_root, odd_data, tmp_path):
     out = tmp_path / "e" / "pgd.csv"
     val = fake_root / "val"
+    pgd = {"name": "pgd", "method": "pgd", "norm": "linf", "eps": 8 / 255, "steps": 1}
     cases = [
         (_eval_argv(checkpoint, odd_data["empty"], out), r"empty holds no sample \(empty split\)"),
         (_eval_argv(checkpoint, odd_data["big"], out), r"big holds 64 px images but checkpoint .* 32 px"),
@@ -180,6 +181,8 @@ def test_evaluate_rejects_bad_inputs(capsys, checkpoint, fake_root, odd_data, tm
         (_eval_argv(checkpoint, val, out) + ["--batch-size", "0"], r"--batch-size must be >= 1"),
         (_eval_argv(checkpoint, val, out) + ["--limit", "0"], r"--limit must be >= 1"),
         (_eval_argv(checkpoint, val, tmp_path), r"is a folder"),
+        (_eval_argv(checkpoint, val, out, spec={**pgd, "eps": 8}), r"eps.*got eps=8"),  # 8 meant as 8/255
+        (_eval_argv(checkpoint, val, out, spec={**pgd, "eps": float("nan")}), r"eps"),
     ]
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(checkpoint.read_bytes()[:500])
@@ -279,3 +282,30 @@ def test_data_stages_reject_bad_inputs(capsys, fake_root, tmp_path):
     _fails(capsys, "prepare", "--raw", tmp_path, *prep[:-1], "x", match=r"argument --resolution")
     _fails(capsys, "prepare", "--raw", tmp_path, *prep[:3], "q", *prep[4:], match=r"unknown task 'q'")
     _no_temp_files(tmp_path)
+
+
+def test_file_errors_read_path_then_reason(capsys, tmp_path):
+    _fails(
+        capsys,
+        "aggregate",
+        "--inputs-from",
+        tmp_path / "none.txt",
+        "--out",
+        tmp_path / "v.csv",
+        match=r"none.txt",
+    )
+    missing = tmp_path / "nope.pt"
+    argv = [
+        "--checkpoint",
+        missing,
+        "--data",
+        tmp_path,
+        "--norm",
+        "linf",
+        "--eps",
+        "0.03",
+        "--out",
+        tmp_path / "t",
+    ]
+    line = _fails(capsys, "theory", *argv, match=r"nope.pt")
+    assert "Errno" not in line

@@ -44,8 +44,14 @@ def is_user_error(e: BaseException) -> bool:
 
 
 def one_line(e: BaseException) -> str:
-    """The exception's message on one line (KeyError's without the quotes its str() adds)."""
-    msg = e.args[0] if isinstance(e, KeyError) and len(e.args) == 1 else str(e)
+    """The exception's message on one line (KeyError's without the quotes its str() adds, a file error
+    as "PATH: reason")."""
+    if isinstance(e, KeyError) and len(e.args) == 1:
+        msg = e.args[0]
+    elif isinstance(e, OSError) and e.strerror and e.filename:  # not "[Errno 2] ... : 'x'"
+        msg = f"{e.filename}: {e.strerror}"
+    else:
+        msg = str(e)
     msg = "; ".join(line.strip() for line in str(msg).splitlines() if line.strip())
     return msg or type(e).__name__
 

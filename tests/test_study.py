@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from snakemake_interface_common.exceptions import WorkflowError
 
 from mtlrobust import attacks, commands, ids, models, study
 from mtlrobust import tasks as T
@@ -86,6 +87,101 @@ def test_bad_study_is_rejected_naming_the_key(config, expected):
         study.build(config)
     for text in expected:
         assert text in str(e.value), f"{text!r} not in {e.value}"
+
+
+def merged(base: dict, patch: dict) -> dict:
+    """``base`` with ``patch``'s mappings merged in recursively (other values replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in patch.items():
+        out[k] = merged(out.get(k) or {}, v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def names_key(message: str, key: str) -> bool:
+    """A study error ("config key a.b") or a schema error ("On instance['a']['b']") names ``key``."""
+    schema_path = "On instance" + "".join(f"['{k}']" for k in key.split("."))
+    return f"config key {key}" in message or schema_path in message
+
+
+# Study-file mistakes the schema or the plan must reject before any job (issue 12, part 4):
+# (id, patch of studies/test.yaml, key named in the error, text the error must hold).
+MISTAKES = [
+    ("lr-inf", {"training": {"lr": float("inf")}}, "training.lr", "finite"),
+    ("lr-nan", {"training": {"lr": float("nan")}}, "training.lr", "finite"),
+    ("lr-gamma-nan", {"training": {"lr_gamma": float("nan")}}, "training.lr_gamma", "finite"),
+    ("lr-gamma-above-1", {"training": {"lr_gamma": 2}}, "training.lr_gamma", "maximum"),
+    ("batch-size-1", {"training": {"batch_size": 1}}, "training.batch_size", "minimum"),
+    ("resolution-40", {"model": {"resolution": 40}}, "model.resolution", "multiple of 32"),
+    ("resolution-16", {"model": {"resolution": 16}}, "model.resolution", "minimum"),
+    ("threshold-empties-held-out", {"dataset": {"split_point_threshold": 8}}, "dataset.split_point_threshold",
+     "val and test empty"),
+    ("threshold-1-view-train", {"dataset": {"split_point_threshold": 1, "synthetic": {"views": 1}}},
+     "dataset.split_point_threshold", "train split gets 1 view"),
+    ("building-split-empty", {"dataset": {"split_point_threshold": None, "synthetic": {"buildings": 2},
+                                          "buildings": ["alder"]}},
+     "dataset.buildings", "val split gets no views"),
+    ("unknown-synthetic-building", {"dataset": {"buildings": ["zelkova"]}}, "dataset.buildings", "'zelkova'"),
+    ("misspelt-wgd-option", {"attacks": {"wgd": {"options": {"varaint": "paper"}}}},
+     "attacks.wgd", "'variant'"),
+    ("misspelt-pgd-option", {"attacks": {"pgd": {"options": {"return_bset": True}}}},
+     "attacks.pgd", "'return_best'"),
+    ("dataset-name-dotdot", {"dataset": {"name": ".."}}, "dataset.name", "does not match"),
+    ("dataset-name-dot", {"dataset": {"name": "."}}, "dataset.name", "does not match"),
+    ("dataset-name-slash", {"dataset": {"name": "a/b"}}, "dataset.name", "does not match"),
+    ("eps-above-1", {"attacks": {"pgd": {"eps": 2}}}, "attacks.pgd.eps", "<= 1"),
+    ("eps-fraction-above-1", {"attacks": {"pgd": {"eps": "300/255"}}}, "attacks.pgd.eps", "<= 1"),
+    ("step-size-above-1", {"attacks": {"pgd": {"step_size": 1.5}}}, "attacks.pgd.step_size", "<= 1"),
+    ("lr-milestone-beyond-epochs", {"training": {"lr_milestones": [5]}},
+     "training.lr_milestones", "never take"),
+    ("lr-milestone-at-epochs", {"training": {"lr_milestones": [2]}}, "training.lr_milestones", "never take"),
+    ("duplicate-seeds", {"seeds": [0, 0]}, "seeds", "non-unique"),
+    ("duplicate-weightings", {"weightings": ["uniform", "uniform"]}, "weightings", "non-unique"),
+    ("duplicate-architectures", {"architectures": ["resnet18", "resnet18"]}, "architectures", "non-unique"),
+    ("duplicate-milestones", {"training": {"milestones": [1, 1, 2]}}, "training.milestones", "non-unique"),
+    ("duplicate-table2-attacks", {"study": {"table2": {"attacks": ["apgd", "apgd"]}}}, "study.table2.attacks",
+     "non-unique"),
+    ("duplicate-rq1-eps-attacks", {"study": {"rq1_eps": {"attacks": ["pgd", "pgd"]}}},
+     "study.rq1_eps.attacks", "non-unique"),
+    ("duplicate-table1-weightings", {"study": {"table1": {"weightings": ["paper", "paper"]}}},
+     "study.table1.weightings", "non-unique"),
+    ("duplicate-figure1-orders", {"study": {"figure1": {"orders": ["sd", "sd"]}}}, "study.figure1.orders",
+     "non-unique"),
+    ("rq1-eps-mixed-norms", {"study": {"rq1_eps": {"attacks": ["pgd", "pgd_l2"]}}}, "study.rq1_eps.attacks",
+     "mix methods/norms"),
+    ("rq1-eps-mixed-methods", {"study": {"rq1_eps": {"attacks": ["pgd", "apgd"]}}}, "study.rq1_eps.attacks",
+     "mix methods/norms"),
+    ("rq1-eps-same-budget", {"attacks": {"pgd_b": {"method": "pgd", "eps": 8 / 255}},
+                             "study": {"rq1_eps": {"attacks": ["pgd", "pgd_b"]}}}, "study.rq1_eps.attacks",
+     "repeat a budget"),
+    ("url-template-unknown-field", {"dataset": {"taskonomy": {"url_template": "https://x/{bldg}_{domain}.tar"}}},
+     "dataset.taskonomy.url_template", "unknown fields"),
+    ("url-template-one-file-for-two-buildings",
+     {"dataset": {"taskonomy": {"url_template": "https://x/{domain}.tar", "buildings": ["alder", "birch"]}}},
+     "dataset.taskonomy.url_template", "no {building}"),
+    ("root-with-braces", {"dataset": {"taskonomy": {"root": "data/{x}"}}},
+     "dataset.taskonomy.root", "wildcard"),
+    ("split-csv-newline", {"dataset": {"split_csv": "a\nb.csv"}}, "dataset.split_csv", "control characters"),
+    ("split-csv-empty", {"dataset": {"split_csv": " "}}, "dataset.split_csv", "control characters"),
+    ("md5-leading-dash", {"dataset": {"taskonomy": {"md5": "-x.md5"}}}, "dataset.taskonomy.md5", "./-x.md5"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("patch, key, text", [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES])
+def test_study_file_mistake_is_rejected_naming_the_key(tmp_path, patch, key, text):
+    """Written as a YAML study file and loaded as the workflow does (schema with defaults, then the plan)."""
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(merged(TEST_STUDY, patch), sort_keys=False))
+    with pytest.raises((study.StudyError, WorkflowError)) as e:
+        study.load(path)
+    message = str(e.value)
+    assert names_key(message, key), message
+    assert text in message, message
+
+
+def test_every_mistake_starts_from_a_valid_study():
+    """Each MISTAKES patch is one change away from a study that builds (so its error is its own)."""
+    assert study.load(REPO / "studies" / "test.yaml").models
+    assert len(MISTAKES) == len({m[0] for m in MISTAKES})
 
 
 @pytest.mark.parametrize("method", sorted(attacks.METHODS))

@@ -39,7 +39,7 @@ DECODERS = ("reference", "skip")
 
 # --------------------------------------------------------------------------------------------- ResNet
 class ResNetEncoder(nn.Module):
-    """torchvision ResNet up to layer4 (stride 32); keys match torchvision's minus ``fc``."""
+    """torchvision's ResNet up to layer4 (stride 32, ``resnet.ResNetTrunk``); keys as torchvision's, no ``fc``."""
 
     def __init__(self, arch: str):
         super().__init__()

@@ -39,7 +39,7 @@ DECODERS = ("reference", "skip")
 
 # --------------------------------------------------------------------------------------------- ResNet
 class ResNetEncoder(nn.Module):
-    """torchvision's ResNet up to layer4 (stride 32, ``resnet.ResNetTrunk``); keys as torchvision's, no ``fc``."""
+    """torchvision's ResNet up to layer4 (stride 32, ``resnet.ResNetTrunk``); its keys, no ``fc``."""
 
     def __init__(self, arch: str):
         super().__init__()

@@ -199,8 +199,20 @@ def write_evals(folder, plan, value=code, samples=2, drop=()):
 @pytest.fixture(scope="module")
 def planned(tmp_path_factory):
     """The plan of CONFIG and an evaluation CSV for each of its evaluations."""
-    plan = study.build(study.validated(json.loads(json.dumps(CONFIG))))
+    plan = study.build(study.validated(config()))
     return plan, write_evals(tmp_path_factory.mktemp("evals"), plan)
+
+
+SHOWN = ("table1", "table2", "table3", "figure1", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs")
+
+
+def config(**study_changes) -> dict:
+    """CONFIG with the outputs tested here enabled (the others off) and ``study_changes`` applied."""
+    c = json.loads(json.dumps(CONFIG))
+    for name in study.OUTPUTS:
+        c["study"].setdefault(name, {}) if name in SHOWN else c["study"].update({name: {"enabled": False}})
+    c["study"].update(study_changes)
+    return c
 
 
 def _inputs(plan, paths, name):
@@ -217,7 +229,9 @@ def test_table1_places_each_cell_from_the_plan(planned):
             "table1", TB.Evaluations(_inputs(plan, paths, "table1")), plan.outputs["table1"].spec
         )
     t = t.set_index(["attack", "main"])
-    assert list(t.columns) == [f"{w}:{a}" for w in ("uniform", "paper") for a in LET]
+    columns = [f"{w}:{a}" for w in ("uniform", "paper") for a in LET]
+    assert list(t.columns) == [f"{c}{x}" for c in columns for x in ("", "_lo", "_hi", "_n")]
+    assert (t[[f"{c}_n" for c in columns]] == 2).all().all()  # 2 test samples behind every cell
     assert t.loc[("single", "d"), "uniform:D"] == 100 * 2 + 10 * 3 + 1
     assert t.loc[("multi", "d"), "uniform:D"] == 100 * 2 + 10 * 3 + 2
     assert t.loc[("single", "D"), "paper:s"] == 100 * 3 + 10 * 1 + 1 + 5
@@ -225,14 +239,17 @@ def test_table1_places_each_cell_from_the_plan(planned):
     for kind in ("single", "multi"):  # diagonal = the single-task model in every block
         for w in ("uniform", "paper"):
             assert t.loc[(kind, "D"), f"{w}:D"] == 331
-    assert (t.to_numpy() < 1000).all()  # never an auxiliary task's row
+    assert (t[columns].to_numpy() < 1000).all()  # never an auxiliary task's row
     assert md.startswith("# Table 1: relative task vulnerability, pgd (resnet18, epoch 150)")
-    assert "| multi | d | 212.00 | *221.00* |" in md
+    # every sample has the same ratio: zero-width intervals, so each comparison is resolved and marked
+    assert "| multi | d | 212 [212, 212] ↓st | *221 [221, 221]* | 232 [232, 232] ↑st |" in md
+    assert "217 [217, 217] ↓st ↑uni |" in md  # paper d:s vs the single-task d (221) and uniform d:s (212)
 
 
 def test_each_output_reads_only_its_own_evaluations(planned):
     plan, _ = planned
-    assert {a for _, _, a in plan.outputs["table2"].evals} == {"apgd", "wgd"}
+    # Table 2 also reads PGD at WGD's eps and steps (APGD's default steps differ: no PGD to compare with)
+    assert {a for _, _, a in plan.outputs["table2"].evals} == {"apgd", "wgd", "pgd"}
     assert {a for _, _, a in plan.outputs["table1"].evals} == {"pgd"}
     assert {e for _, e, _ in plan.outputs["table1"].evals} == {150}
     assert {(m, e) for m, e, _ in plan.outputs["figure1"].evals} == {
@@ -250,8 +267,8 @@ def test_missing_cells_warn_and_stay_empty_and_no_cell_at_all_fails(planned, tmp
     with pytest.warns(UserWarning, match="1 cell"):
         t, _ = TB.render("table1", TB.Evaluations(paths), spec)
     assert math.isnan(t.set_index(["attack", "main"]).loc[("single", "s"), "uniform:d"])
-    with pytest.raises(ValueError, match=r"table1: none of its 36 cell\(s\)"):
-        TB.render("table1", TB.Evaluations(_inputs(plan, paths, "table2")), spec)
+    with pytest.raises(ValueError, match=r"table1: none of its 27 cell\(s\)"):
+        TB.render("table1", TB.Evaluations(_inputs(plan, paths, "rq1_eps")), spec)
 
 
 def test_table2_rows_are_attacks_multi_only(planned):
@@ -289,7 +306,7 @@ def test_table3_correlates_the_right_cells(planned, tmp_path):
     paths = write_evals(tmp_path, plan, value)
     spec = plan.outputs["table3"].spec
     t, md = TB.render("table3", TB.Evaluations(paths), spec)
-    assert list(t.columns) == ["proxy", "target", "n", "pearson_r", "p_value"]
+    assert list(t.columns) == ["proxy", "target", "n", "pearson_r", "pearson_r_lo", "pearson_r_hi", "p_value"]
     cells = [(m, a) for m in LET for a in LET]
     v150 = [100 * IDX[m] + 10 * IDX[a] + 1 for m, a in cells]
     v50 = [noise[v] for v in v150]
@@ -343,12 +360,25 @@ def test_per_sample_rows_of_a_cell(planned):
 def test_figure1_data_and_files_are_deterministic(planned, tmp_path):
     plan, paths = planned
     spec = plan.outputs["figure1"].spec
-    data = FG.figure1_data(TB.Evaluations(paths), spec)
-    assert [(order, letters) for order, letters, _ in data] == [
-        ("sdD", ["s", "d", "D"]),
-        ("Dds", ["D", "d", "s"]),
+    ev = TB.Evaluations(paths)
+    t, marginals = FG.figure1_data(ev, spec)
+    assert list(t.columns) == TB.BAR_COLUMNS
+    assert [(o, "".join(g["task"])) for o, g in t.groupby("order", sort=False)] == [
+        ("sdD", "sdD"),
+        ("Dds", "Dds"),
     ]
-    assert all(np.isfinite(v) for _, _, vals in data for v in vals)
+    assert np.isfinite(t.drop(columns=["order", "task", "attacked"]).to_numpy(float)).all()
+    for _, g in t.groupby("order", sort=False):
+        bars = g["E_dL"].to_numpy()
+        assert g["marginal"].to_numpy() == pytest.approx(np.diff(bars, prepend=0.0))
+        assert g["E_dL_1N"].to_numpy() == pytest.approx(bars / np.arange(1, 4))  # 1/N = summed / N
+        assert g["marginal_1N"].to_numpy() == pytest.approx(np.diff(bars / np.arange(1, 4), prepend=0.0))
+        assert (g["E_dL_lo"] <= g["E_dL"]).all() and (g["E_dL"] <= g["E_dL_hi"]).all()
+    first = t[t["order"] == "sdD"]["E_dL"].tolist()
+    assert first == [ev.value(c, "adv_vulnerability") for c in spec["panels"][0]["cells"]]  # unchanged values
+    cells = TB.bar_cells("figure1", t, marginals)
+    dom = cells[cells["stat"] == "dominance"].set_index("order")
+    assert dom.loc["sdD", "value"] == pytest.approx(max(np.diff(first, prepend=0.0)) / first[-1])
     outs = []
     for k in range(2):
         png = tmp_path / f"run{k}" / "figure1.png"

@@ -263,6 +263,10 @@ class Plan:
     def figures(self) -> list[str]:
         return [n for n, o in self.outputs.items() if "figure" in o.renders]
 
+    def claims_sources(self) -> list[str]:
+        """The enabled outputs whose cell tables ``results/claims.csv`` judges (none: no claims output)."""
+        return [n for n in CLAIMS_SOURCES if n in self.outputs]
+
     def attack_json(self, name: str) -> str:
         """The canonical ``--attack-json`` of one attack."""
         return json.dumps(self.attacks[name], sort_keys=True)
@@ -373,8 +377,11 @@ class Section:
 
 
 # ------------------------------------------------------------------------------------ the outputs
-def _grid(s: Section, title: str, note: str, row_keys, attack_of, kind_of) -> dict:
-    """Rows: row key x main task; columns: weighting:aux; the diagonal is the single-task model."""
+def _grid(s: Section, title: str, note: str, row_keys, attack_of, kind_of, pgd_of=lambda rk: None) -> dict:
+    """Rows: row key x main task; columns: weighting:aux; the diagonal is the single-task model.
+
+    ``pgd_of(row key)``: the PGD attack each cell of the row is compared with (same model and attacked
+    tasks), or None."""
     tasks = s.tasks()
     mains = s.mains(tasks)
     arch, epoch, seed = s.arch(s.cfg["arch"]), s.epoch(s.cfg["epoch"]), s.seed(s.cfg["seed"])
@@ -389,7 +396,14 @@ def _grid(s: Section, title: str, note: str, row_keys, attack_of, kind_of) -> di
                 for a in tasks
             ]
             emph = [f"{w}:{letter(m)}" for w in weightings]
-            rows.append({"labels": [rk, letter(m)], "cells": cells, "emphasize": emph})
+            row = {"labels": [rk, letter(m)], "cells": cells, "emphasize": emph, "kind": kind_of(rk),
+                   "attack": attack_of(rk)}  # fmt: skip
+            pgd = pgd_of(rk)
+            if pgd is not None:
+                row["pgd_cells"] = [
+                    s.pair(arch, w, seed, epoch, pgd, m, a, kind_of(rk)) for w in weightings for a in tasks
+                ]
+            rows.append(row)
     title = title.format(arch=arch, epoch=epoch)
     return {"layout": "grid", "title": title, "note": note, "label_columns": ["attack", "main"],
             "columns": columns, "value": "rel_vuln", "rows": rows}  # fmt: skip
@@ -409,9 +423,26 @@ def _table1(s: Section) -> dict:
     )
 
 
+def equal_pgd(plan: Plan, attack: str, prefer: str | None = None) -> str | None:
+    """A PGD attack of the study at the same norm, eps and steps as ``attack`` (``prefer`` first)."""
+    a = plan.attacks[attack]
+
+    def key(spec):
+        m = spec["method"]
+        return (spec.get("norm") or method_default(m, "norm"), spec.get("eps"),
+                spec.get("steps") or method_default(m, "steps"))  # fmt: skip
+
+    same = [n for n, p in plan.attacks.items() if p["method"] == "pgd" and key(p) == key(a)]
+    return prefer if prefer in same else (sorted(same)[0] if same else None)
+
+
 def _table2(s: Section) -> dict:
     attacks = [s.attack(a, "attacks") for a in s.cfg["attacks"]]
-    return _grid(
+    t1 = s.plan.config["study"]["table1"]
+    prefer = t1["attack"] if t1["enabled"] else None
+    pgd = {a: None if s.plan.attacks[a]["method"] == "pgd" else equal_pgd(s.plan, a, prefer) for a in attacks}
+    lacking = [a for a in attacks if pgd[a] is None and s.plan.attacks[a]["method"] != "pgd"]
+    spec = _grid(
         s,
         "Table 2: relative task vulnerability, adaptive attacks ({arch}, epoch {epoch})",
         "Rows: attack and main task (main and auxiliary task attacked together); columns: "
@@ -420,7 +451,15 @@ def _table2(s: Section) -> dict:
         attacks,
         lambda attack: attack,
         lambda attack: "multi",
+        lambda attack: pgd[attack],
     )
+    compared = ", ".join(f"{a} with {p}" for a, p in pgd.items() if p)
+    spec["pgd_note"] = " ".join(
+        [f"Compared with PGD at the same norm, eps and steps: {compared}." if compared else "",
+         f"No PGD attack at the same norm, eps and steps in this study for {', '.join(lacking)}: no mark "
+         "against PGD there." if lacking else ""]
+    ).strip()  # fmt: skip
+    return spec
 
 
 def _table3(s: Section) -> dict:
@@ -454,7 +493,8 @@ def _table3(s: Section) -> dict:
         f"{kind}-task attacks, {w} models)",
         "note": "n = number of (main, auxiliary) cells present in both settings; '-' = undefined "
         "(fewer than 3 cells or a constant input).",
-        "rows": [{"proxy": p, "target": t, "x": x, "y": y} for p, t, x, y in rows],
+        "rows": [{"key": k, "proxy": p, "target": t, "x": x, "y": y}
+                 for k, (p, t, x, y) in zip(("epochs", "arch", "clean"), rows, strict=True)],
     }
 
 
@@ -494,7 +534,8 @@ def _figure1(s: Section) -> dict:
         "layout": "bars",
         "value": "adv_vulnerability",
         "title": f"Marginal adversarial vulnerability: {spec.id}, epoch {epoch}, {attack}\n"
-        "(in brackets: change when the task is added; red = more vulnerable)",
+        "(dark: summed objective, light: 1/N weighting; whiskers: 95 % intervals; in brackets: change when "
+        "the task is added, red/green = significantly more/less vulnerable)",
         "panels": panels,
     }
 
@@ -562,12 +603,16 @@ class Entry:
     renders: tuple[str, ...]
 
 
+# The outputs whose cell tables (results/cells/NAME.csv) feed results/claims.csv (mtlrobust claims); the
+# claims output is built whenever one of them is enabled.
+CLAIMS_SOURCES = ("table1", "table2", "table3", "figure1")
+
 # Output name -> entry; the study section of the same name enables it (study.NAME.enabled).
 OUTPUTS: dict[str, Entry] = {
     "table1": Entry(_table1, ("table",)),
     "table2": Entry(_table2, ("table",)),
     "table3": Entry(_table3, ("table",)),
-    "figure1": Entry(_figure1, ("figure",)),
+    "figure1": Entry(_figure1, ("table", "figure")),
     "rq1_norm": Entry(_rq1_norm, ("table", "figure")),
     "rq1_eps": Entry(_rq1_eps, ("table", "figure")),
     "rq1_arch": Entry(_rq1_arch, ("table", "figure")),
@@ -584,8 +629,10 @@ def cells_of(spec: dict) -> list[list]:
             for k, v in node.items():
                 if k in ("cell", "base"):
                     out.append(v)
-                elif k == "cells":
-                    out.extend(c for c in v if c is not None)
+                elif k in ("cells", "pgd_cells"):  # a cell, or a list of per-seed cells
+                    for c in v:
+                        if c is not None:
+                            out.extend(c if c and isinstance(c[0], list) else [c])
                 else:
                     walk(v)
         elif isinstance(node, list):

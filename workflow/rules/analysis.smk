@@ -30,6 +30,7 @@ rule table:
             labels={"output": "{name}", "format": "csv"},
         ),
         md="results/{name}.md",
+        cells="results/cells/{name}.csv",
     log:
         "logs/tables/{name}.log",
     wildcard_constraints:
@@ -38,6 +39,25 @@ rule table:
         "../../envs/analysis.yaml"
     params:
         spec=output_spec,
+    script:
+        "../scripts/analysis.py"
+
+
+rule claims:
+    input:
+        expand("results/cells/{name}.csv", name=PLAN.claims_sources()),
+    output:
+        csv=report(
+            "results/claims.csv",
+            caption="../report/claims.rst",
+            category="Claims",
+            labels={"output": "claims", "format": "csv"},
+        ),
+        md="results/claims.md",
+    log:
+        "logs/claims.log",
+    conda:
+        "../../envs/analysis.yaml"
     script:
         "../scripts/analysis.py"
 

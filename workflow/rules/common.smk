@@ -123,6 +123,8 @@ def theory_checkpoint():
 def all_outputs():
     out = [f"results/{n}.{x}" for n in PLAN.tables() for x in ("csv", "md")]
     out += [f"results/{n}.{x}" for n in PLAN.figures() for x in ("png", "pdf")]
+    if PLAN.claims_sources():
+        out += ["results/claims.csv", "results/claims.md"]
     if PLAN.theory:
         out.append("results/theory.csv")
     if PLAN.evals:

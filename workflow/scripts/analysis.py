@@ -1,4 +1,5 @@
-"""Snakemake script of rules aggregate, table and figure: reduce evaluation CSVs; render one planned output.
+"""Snakemake script of rules aggregate, table, figure and claims: reduce evaluation CSVs; render one planned
+output (and its cell table); judge the paper's claims from the cell tables.
 
 A script rather than a shell command because a large study's lists (every evaluation CSV; an output's spec,
 i.e. its layout and cells, in ``params.spec``) do not fit on a command line.
@@ -7,15 +8,23 @@ i.e. its layout and cells, in ``params.spec``) do not fit on a command line.
 import json
 import sys
 
+import pandas as pd
+
 
 def main(sm) -> None:
     from mtlrobust import files
-    from mtlrobust.analysis import aggregate, figures, tables
+    from mtlrobust.analysis import aggregate, claims, figures, tables
 
     if sm.rule == "aggregate":
         files.write_frame(sm.output[0], aggregate.aggregate(list(sm.input)), float_format="%.9g")
     elif sm.rule == "table":
-        tables.write(sm.wildcards.name, json.loads(sm.params.spec), list(sm.input), sm.output.csv)
+        spec = json.loads(sm.params.spec)
+        tables.write(sm.wildcards.name, spec, list(sm.input), sm.output.csv, sm.output.cells)
+    elif sm.rule == "claims":
+        cells = [claims.read_cells(p) for p in sm.input]
+        table, md = claims.render_claims(pd.concat(cells, ignore_index=True))
+        files.write_frame(sm.output.csv, table, float_format="%.6g")
+        files.write_text(sm.output.md, md)
     else:
         figures.write(sm.wildcards.name, json.loads(sm.params.spec), list(sm.input), sm.output.png)
 

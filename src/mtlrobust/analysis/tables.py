@@ -1,10 +1,17 @@
 """``mtlrobust tables``: render one table of the study plan from the evaluation CSVs of its cells.
 
 The plan (``mtlrobust.study``) gives each output a spec: its layout, labels and cells, a cell being
-``[model_id, epoch, attack, attacked, task]``. This module reads the per-sample evaluation CSVs of those
-cells, reduces them (``aggregate.reduce_eval``) and fills the layout; it never recomputes model ids. Every
-table is a CSV plus a Markdown rendering next to it (``NAME.md``). Missing cells are left empty with a
-warning; a table with no cell at all is an error.
+``[model_id, epoch, attack, attacked, task]`` (or a list of such cells, one per training seed, merged by
+``stats.seed_aggregate``). This module reads the per-sample evaluation CSVs of those cells, reduces them
+(``aggregate.reduce_eval``) and fills the layout; it never recomputes model ids. Every table is a CSV plus a
+Markdown rendering next to it (``NAME.md``) and a long "cell" CSV (``results/cells/NAME.csv``, the input
+contract of ``analysis/claims.py``). Missing cells are left empty with a warning; a table with no cell at
+all is an error.
+
+Every number carries n and a 95 % bootstrap interval over the test samples (``stats.CellDraws``: all cells
+on one set of draws, so differences are paired); a comparison the table invites (multi-task cell vs its
+single-task model, weighted vs uniform, an adaptive attack vs PGD) is marked in the Markdown only when its
+paired interval excludes 0 (``MARKS``).
 
 Layouts:
 
@@ -12,6 +19,8 @@ Layouts:
 * ``correlations`` (Table 3): per row, Pearson r of two series of cells (a proxy and its target).
 * ``sweep`` (RQ1): one row per (setting, main, aux, attack kind) with the single-task model's value; the
   Markdown adds the fraction of less vulnerable pairs per setting and attack kind.
+* ``bars`` (Figure 1's numbers): per order, E[dL] of each attacked prefix and its marginal change, for the
+  summed objective and the 1/N weighting, and the share of the change carried by the largest step.
 """
 
 from __future__ import annotations
@@ -26,17 +35,43 @@ import numpy as np
 import pandas as pd
 
 from .. import files
+from . import stats as S
 from .aggregate import KEY, read_eval, reduce_eval
 
-SWEEP_COLUMNS = ["sweep", "value", "attack", "arch", "epoch", "main", "aux", "kind", "rel_vuln",
-                 "single_task_rel_vuln", "less_vulnerable"]  # fmt: skip
+SWEEP_COLUMNS = ["sweep", "value", "attack", "arch", "epoch", "main", "aux", "kind",
+                 "rel_vuln", "rel_vuln_lo", "rel_vuln_hi", "n",
+                 "single_task_rel_vuln", "single_task_rel_vuln_lo", "single_task_rel_vuln_hi",
+                 "diff", "diff_lo", "diff_hi", "less_vulnerable", "significantly"]  # fmt: skip
+CORRELATION_COLUMNS = ["proxy", "target", "n", "pearson_r", "pearson_r_lo", "pearson_r_hi", "p_value"]
+BAR_COLUMNS = ["order", "step", "task", "attacked",
+               "E_dL", "E_dL_lo", "E_dL_hi", "n", "marginal", "marginal_lo", "marginal_hi",
+               "E_dL_1N", "E_dL_1N_lo", "E_dL_1N_hi",
+               "marginal_1N", "marginal_1N_lo", "marginal_1N_hi"]  # fmt: skip
+CELL_COLUMNS = ["output", "attack", "method", "norm", "kind", "weighting", "main", "aux", "setting", "arch",
+                "epoch", "model_id", "value", "lo", "hi", "n", "n_seeds", "vs", "diff", "diff_lo",
+                "diff_hi"]  # fmt: skip
 _PER_SAMPLE = ["sample", "view", "clean_loss", "adv_loss", "clean_error", "adv_error"]
+BARS_NOTE = (
+    "E[dL] summed: L = the sum of the attacked tasks' losses (Definition 1); 1/N: the paper's 1/N weighting "
+    "of Theorems 2 and 4, i.e. the summed value / N with N the number of attacked tasks. Marginal: the "
+    "change when the task is added (paired interval); ↑ / ↓ only where that interval excludes 0. "
+    "Dominance: max step / sum of |steps| (1 = one task makes the whole change)."
+)
+NAN = S.Interval(math.nan, math.nan, math.nan, 0, 0)
+
+# comparison -> (mark when significantly lower, when significantly higher), and what it compares with
+MARKS = {
+    "single_task": ("↓st", "↑st", "the single-task model of the same main task (italic diagonal)"),
+    "uniform": ("↓uni", "↑uni", "the uniformly weighted model with the same tasks"),
+    "pgd": ("↓pgd", "↑pgd", "PGD at the same eps and steps on the same model and attacked tasks"),
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", required=True, help="the table's spec from the plan: a JSON file or JSON text")
     p.add_argument("--inputs", nargs="+", required=True, type=Path, help="evaluation CSVs of its cells")
     p.add_argument("--out", required=True, type=Path, help="results/NAME.csv (NAME.md is written next to it)")
+    p.add_argument("--cells", type=Path, help="also write the long cell CSV (claims.py's input) here")
 
 
 # ------------------------------------------------------------------------------------------ the cells
@@ -45,25 +80,51 @@ def _key(cell) -> tuple:
     return (model_id, int(epoch), attack, attacked, task)
 
 
+def per_seed(cell) -> list:
+    """The cells of one table cell: itself, or its per-seed cells when it is a list of cells."""
+    return list(cell) if cell and isinstance(cell[0], list | tuple) else [cell]
+
+
 class Evaluations:
-    """The evaluation CSVs of an output: reduced values and per-sample rows, by cell."""
+    """The evaluation CSVs of an output: reduced values, per-sample rows and bootstrap draws, by cell."""
 
     def __init__(self, paths):
         self.samples = {}
-        reduced = []
+        reduced, frames = [], []
         for p in paths:
             df = read_eval(Path(p))
+            frames.append(df)
             reduced.append(reduce_eval(df))
             for key, g in df.groupby(KEY, sort=False):
                 self.samples[_key(key)] = g
         self.reduced = pd.concat(reduced, ignore_index=True) if reduced else pd.DataFrame(columns=KEY)
+        self.frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=KEY)
         keys = self.reduced[KEY].itertuples(index=False, name=None)
         self.rows = {_key(k): i for i, k in enumerate(keys)}
         self.missing: list[tuple] = []
         self.asked = 0
+        self._draws = None
+
+    @property
+    def draws(self) -> S.CellDraws:
+        """Every cell of the output on one set of bootstrap draws (built on first use)."""
+        if self._draws is None:
+            self._draws = S.CellDraws(self.frame)
+        return self._draws
+
+    def has(self, cell) -> bool:
+        return all(_key(c) in self.rows for c in per_seed(cell))
 
     def value(self, cell, column: str = "rel_vuln") -> float:
-        """The reduced ``column`` of one cell (NaN, recorded as missing, when it was not evaluated)."""
+        """The reduced ``column`` of one cell (NaN, recorded as missing, when it was not evaluated);
+        the mean over seeds of a per-seed cell list."""
+        vals = [self._value(c, column) for c in per_seed(cell)]
+        if len(vals) == 1:
+            return vals[0]
+        ok = [v for v in vals if math.isfinite(v)]
+        return float(np.mean(ok)) if ok else math.nan
+
+    def _value(self, cell, column: str) -> float:
         self.asked += 1
         i = self.rows.get(_key(cell))
         if i is None:
@@ -72,6 +133,59 @@ class Evaluations:
         v = self.reduced[column].iat[i]
         return float(v) if v == v else float("nan")
 
+    def interval(self, cell) -> S.Interval:
+        """Relative vulnerability of a cell (the table's value) with n and its bootstrap interval; over
+        several seeds, ``stats.seed_aggregate`` of the per-seed intervals."""
+        ivs = []
+        for c in per_seed(cell):
+            v = self._value(c, "rel_vuln")
+            if math.isfinite(v):
+                iv = self.draws.interval(_key(c))
+                ivs.append(S.Interval(v, iv.lo, iv.hi, iv.n))
+        return S.seed_aggregate(ivs) if ivs else NAN
+
+    def diff(self, cell_a, cell_b) -> S.Interval:
+        """Paired interval of v(a) - v(b) (same test samples); per seed, then ``stats.seed_aggregate``."""
+        a, b = per_seed(cell_a), per_seed(cell_b)
+        if len(a) != len(b):
+            raise ValueError(f"cells {cell_a} and {cell_b} have different numbers of seeds")
+        ivs = [
+            self.draws.diff(_key(x), _key(y))
+            for x, y in zip(a, b, strict=True)
+            if self.has(x) and self.has(y)
+        ]
+        return S.seed_aggregate(ivs) if ivs else NAN
+
+    def series_draws(self, cells, value: str) -> np.ndarray:
+        """[draws, cells] of a series of cells (``rel_vuln`` or ``clean_error``; NaN where missing; the
+        mean over seeds of per-seed cells), for ``stats.pearson_interval``."""
+        cols = []
+        for cell in cells:
+            per = [c for c in per_seed(cell) if _key(c) in self.rows]
+            if not per:
+                cols.append(np.full(self.draws.draws.shape[0], np.nan))
+                continue
+            get = self.draws.rel_vuln_draws if value == "rel_vuln" else self.draws.clean_error_draws
+            cols.append(np.nanmean(np.stack([get(_key(c)) for c in per]), axis=0))
+        return np.stack(cols, axis=1)
+
+    def dl(self, cells) -> np.ndarray:
+        """[samples, cells] |L(x + d) - L(x)| per test sample, L = the summed losses of each cell's attacked
+        tasks (``stats.prefix_dl``); the cells may come from different models (aligned by sample)."""
+        cols = []
+        for c in cells:
+            mid, epoch, attack, attacked, _ = _key(c)
+            f = self.frame
+            g = f[(f["model_id"] == mid) & (f["epoch"] == epoch) & (f["attack"] == attack)]
+            index = pd.Index(sorted(g["sample"].unique()), name="sample")
+            cols.append(pd.Series(S.prefix_dl(g, [attacked.split("+")])[:, 0], index=index))
+        return pd.concat(cols, axis=1).sort_index().to_numpy(np.float64)
+
+    def attack_info(self, attack: str) -> tuple[str, str]:
+        """(method, norm) of an attack as its evaluation CSVs record them ('' when not evaluated)."""
+        g = self.frame[self.frame["attack"] == attack]
+        return (str(g["method"].iat[0]), str(g["norm"].iat[0])) if len(g) else ("", "")
+
     def per_sample(self, cell) -> pd.DataFrame:
         """Per-sample rows of one cell (sample index, view, clean/adv losses and errors), by sample."""
         g = self.samples.get(_key(cell))
@@ -79,36 +193,134 @@ class Evaluations:
             return pd.DataFrame(columns=_PER_SAMPLE)
         return g[_PER_SAMPLE].sort_values("sample", kind="stable").reset_index(drop=True)
 
+    def sample_counts(self) -> str:
+        """The distinct test-sample counts n behind this output's cells, for captions."""
+        ns = sorted(self.frame.groupby(KEY)["sample"].nunique().unique()) if len(self.frame) else []
+        return "/".join(str(n) for n in ns) or "0"
+
     def check(self, name: str) -> None:
         """Warn about missing cells; fail when none of the asked cells was found."""
         if not self.missing:
             return
-        shown = "; ".join("/".join(map(str, k)) for k in self.missing[:5])
+        missing = list(dict.fromkeys(self.missing))
+        shown = "; ".join("/".join(map(str, k)) for k in missing[:5])
         if len(self.missing) == self.asked:
             raise ValueError(
-                f"{name}: none of its {self.asked} cell(s) is in the evaluation CSVs given, e.g. {shown}; "
+                f"{name}: none of its {len(missing)} cell(s) is in the evaluation CSVs given, e.g. {shown}; "
                 "expected the evaluations of the models and attacks the spec names"
             )
         warnings.warn(
-            f"{name}: {len(self.missing)} cell(s) missing from the evaluation CSVs (left empty), "
-            f"e.g. {shown}",
+            f"{name}: {len(missing)} cell(s) missing from the evaluation CSVs (left empty), e.g. {shown}",
             stacklevel=2,
         )
 
 
-# ------------------------------------------------------------------------------------------ layouts
-def grid(ev: Evaluations, spec: dict) -> pd.DataFrame:
-    """Tables 1 and 2: one row per row label, one column per cell column."""
-    value = spec.get("value", "rel_vuln")
-    rows = []
-    for r in spec["rows"]:
-        row = dict(zip(spec["label_columns"], r["labels"], strict=True))
-        for col, cell in zip(spec["columns"], r["cells"], strict=True):
-            row[col] = float("nan") if cell is None else ev.value(cell, value)
-        rows.append(row)
-    return pd.DataFrame(rows, columns=[*spec["label_columns"], *spec["columns"]])
+def mark(vs: str, iv: S.Interval) -> str:
+    """The Markdown mark of a comparison: only when its paired interval excludes 0."""
+    if not S.significant(iv):
+        return ""
+    down, up, _ = MARKS[vs]
+    return down if iv.hi < 0 else up
 
 
+def legend(used) -> str:
+    """What the marks in a Markdown table mean."""
+    parts = [f"{MARKS[v][0]} / {MARKS[v][1]}: lower / higher than {MARKS[v][2]}" for v in MARKS if v in used]
+    if not parts:
+        return ""
+    return (
+        "Marks (only where the paired 95 % interval of the difference excludes 0; no mark = not resolved): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def interval_note(ev: Evaluations) -> str:
+    return (
+        f"Each value: point estimate [95 % interval], percentile bootstrap over the n = {ev.sample_counts()} "
+        f"test samples of a cell ({S.RESAMPLES} resamples, seed {S.SEED}; several training seeds: also the "
+        "spread across seeds)."
+    )
+
+
+# ------------------------------------------------------------------------------------------ grid
+def grid_records(ev: Evaluations, spec: dict) -> list[dict]:
+    """One record per grid cell: labels, the cell, its interval and its comparisons [(vs, diff interval)]."""
+    out = []
+    columns = spec["columns"]
+    for i, r in enumerate(spec["rows"]):
+        main = r["labels"][-1]
+        by_col = dict(zip(columns, r["cells"], strict=True))
+        pgd = dict(zip(columns, r.get("pgd_cells") or [None] * len(columns), strict=True))
+        for col in columns:
+            weighting, aux = col.split(":", 1)
+            cell = by_col[col]
+            iv = NAN if cell is None else ev.interval(cell)
+            comps = []
+            if cell is not None and ev.has(cell):
+                diag = by_col.get(f"{weighting}:{main}")
+                if aux != main and diag is not None and ev.has(diag):
+                    comps.append(("single_task", ev.diff(cell, diag)))
+                uni = by_col.get(f"uniform:{aux}")
+                if weighting != "uniform" and aux != main and uni is not None and ev.has(uni):
+                    comps.append(("uniform", ev.diff(cell, uni)))
+                if pgd[col] is not None and ev.has(pgd[col]):
+                    comps.append(("pgd", ev.diff(cell, pgd[col])))
+            out.append({"row": i, "column": col, "labels": r["labels"], "weighting": weighting, "aux": aux,
+                        "main": main, "kind": r.get("kind", ""), "attack": r.get("attack", ""), "cell": cell,
+                        "iv": iv, "comparisons": comps})  # fmt: skip
+    return out
+
+
+def grid(ev: Evaluations, spec: dict, records=None) -> pd.DataFrame:
+    """Tables 1 and 2: one row per row label; per cell column its value, then _lo, _hi, _n."""
+    records = grid_records(ev, spec) if records is None else records
+    rows = [dict(zip(spec["label_columns"], r["labels"], strict=True)) for r in spec["rows"]]
+    for rec in records:
+        iv = rec["iv"]
+        c = rec["column"]
+        rows[rec["row"]].update({c: iv.value, f"{c}_lo": iv.lo, f"{c}_hi": iv.hi, f"{c}_n": iv.n})
+    cols = [f"{c}{s}" for c in spec["columns"] for s in ("", "_lo", "_hi", "_n")]
+    return pd.DataFrame(rows, columns=[*spec["label_columns"], *cols])
+
+
+def grid_markdown(spec: dict, records: list[dict]) -> tuple[str, set]:
+    """The grid as Markdown (value [interval] and marks per cell) and the comparisons used."""
+    rows = [list(r["labels"]) for r in spec["rows"]]
+    used = set()
+    for rec in records:
+        text = S.format_interval(rec["iv"])
+        marks = [mark(vs, d) for vs, d in rec["comparisons"]]
+        used.update(vs for vs, _ in rec["comparisons"])
+        if text != "-" and rec["column"] in spec["rows"][rec["row"]].get("emphasize", ()):
+            text = f"*{text}*"
+        rows[rec["row"]].append(" ".join([text, *[m for m in marks if m]]))
+    head = [*spec["label_columns"], *spec["columns"]]
+    return _md_table(head, rows), used
+
+
+def grid_cells(name: str, ev: Evaluations, records: list[dict]) -> pd.DataFrame:
+    """The long cell table of a grid: one row per cell and comparison (empty ``vs``: no comparison)."""
+    out = []
+    for rec in records:
+        cell = rec["cell"]
+        if cell is None:
+            continue
+        first = per_seed(cell)[0]
+        method, norm = ev.attack_info(first[2])
+        iv = rec["iv"]
+        base = {"output": name, "attack": first[2], "method": method, "norm": norm,
+                "kind": rec["kind"] or ("multi" if "+" in first[3] else "single"),
+                "weighting": rec["weighting"], "main": rec["main"], "aux": rec["aux"], "epoch": first[1],
+                "model_id": first[0], "value": iv.value, "lo": iv.lo, "hi": iv.hi, "n": iv.n,
+                "n_seeds": iv.n_seeds}  # fmt: skip
+        comps = rec["comparisons"] or [("", NAN)]
+        for vs, d in comps:
+            out.append({**base, "vs": vs, "diff": d.value, "diff_lo": d.lo, "diff_hi": d.hi})
+    return pd.DataFrame(out, columns=CELL_COLUMNS)
+
+
+# ------------------------------------------------------------------------------------------ correlations
 def pearson(x, y, label: str = "") -> tuple[int, float, float]:
     """(n, r, p) over the pairs where both values are finite; NaN r/p (and a warning) when undefined."""
     from scipy.stats import pearsonr
@@ -126,93 +338,239 @@ def pearson(x, y, label: str = "") -> tuple[int, float, float]:
 
 
 def correlations(ev: Evaluations, spec: dict) -> pd.DataFrame:
-    """Table 3: Pearson r of each proxy series with its target series."""
+    """Table 3: Pearson r of each proxy series with its target series, with its bootstrap interval (the
+    cells of both series recomputed on the same resampled test samples)."""
     rows = []
     for r in spec["rows"]:
         x = [ev.value(c, r["x"]["value"]) for c in r["x"]["cells"]]
         y = [ev.value(c, r["y"]["value"]) for c in r["y"]["cells"]]
         n, rho, p = pearson(x, y, f"{r['proxy']} vs {r['target']}")
-        rows.append({"proxy": r["proxy"], "target": r["target"], "n": n, "pearson_r": rho, "p_value": p})
-    return pd.DataFrame(rows, columns=["proxy", "target", "n", "pearson_r", "p_value"])
+        lo = hi = math.nan
+        if math.isfinite(rho):
+            iv = S.pearson_interval(
+                x, y, ev.series_draws(r["x"]["cells"], r["x"]["value"]),
+                ev.series_draws(r["y"]["cells"], r["y"]["value"]),
+            )  # fmt: skip
+            lo, hi = iv.lo, iv.hi
+        rows.append({"proxy": r["proxy"], "target": r["target"], "n": n, "pearson_r": rho,
+                     "pearson_r_lo": lo, "pearson_r_hi": hi, "p_value": p})  # fmt: skip
+    return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
 
 
+def correlation_cells(name: str, spec: dict, t: pd.DataFrame) -> pd.DataFrame:
+    rows = [{"output": name, "proxy": r.get("key", ""), "setting": f"{r['proxy']} vs {r['target']}",
+             "value": v.pearson_r, "lo": v.pearson_r_lo, "hi": v.pearson_r_hi, "n": v.n, "n_seeds": 1}
+            for r, v in zip(spec["rows"], t.itertuples(index=False), strict=True)]  # fmt: skip
+    return pd.DataFrame(rows, columns=[*CELL_COLUMNS, "proxy"])
+
+
+# ------------------------------------------------------------------------------------------ sweeps
 def sweep(ev: Evaluations, spec: dict) -> pd.DataFrame:
-    """Long table of one RQ1 sweep: each pair model's cell next to its single-task model's."""
+    """Long table of one RQ1 sweep: each pair model's cell next to its single-task model's, with the
+    paired interval of their difference (``significantly``: less / more when it excludes 0)."""
     rows = []
     for r in spec["rows"]:
-        v, base = ev.value(r["cell"]), ev.value(r["base"])
-        less = "" if math.isnan(v) or math.isnan(base) else bool(v < base)
+        v, base = ev.interval(r["cell"]), ev.interval(r["base"])
+        d = ev.diff(r["cell"], r["base"]) if ev.has(r["cell"]) and ev.has(r["base"]) else NAN
+        less = "" if math.isnan(v.value) or math.isnan(base.value) else bool(v.value < base.value)
+        sig = {"↓st": "less", "↑st": "more"}.get(mark("single_task", d), "")
         rows.append({"sweep": spec["sweep"], "value": r["value"], "attack": r["attack"], "arch": r["arch"],
                      "epoch": int(r["epoch"]), "main": r["main"], "aux": r["aux"], "kind": r["kind"],
-                     "rel_vuln": v, "single_task_rel_vuln": base, "less_vulnerable": less})  # fmt: skip
+                     "rel_vuln": v.value, "rel_vuln_lo": v.lo, "rel_vuln_hi": v.hi, "n": v.n,
+                     "single_task_rel_vuln": base.value, "single_task_rel_vuln_lo": base.lo,
+                     "single_task_rel_vuln_hi": base.hi, "diff": d.value, "diff_lo": d.lo, "diff_hi": d.hi,
+                     "less_vulnerable": less, "significantly": sig})  # fmt: skip
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
 def sweep_summary(long: pd.DataFrame) -> pd.DataFrame:
-    """Per setting and attack kind: pairs compared, fraction whose multi-task model is less vulnerable."""
+    """Per setting and attack kind: pairs compared, fraction whose multi-task model is less vulnerable, and
+    how many are significantly less / more vulnerable (paired interval excludes 0)."""
     rows = []
     for (value, kind), g in long.groupby(["value", "kind"], sort=False):
         known = g[g["less_vulnerable"] != ""]
         n = len(known)
         frac = float(np.mean(known["less_vulnerable"].astype(bool))) if n else float("nan")
-        rows.append({"value": value, "kind": kind, "pairs": n, "fraction_less_vulnerable": frac})
-    return pd.DataFrame(rows, columns=["value", "kind", "pairs", "fraction_less_vulnerable"])
+        rows.append({"value": value, "kind": kind, "pairs": n, "fraction_less_vulnerable": frac,
+                     "significantly_less": int((g["significantly"] == "less").sum()),
+                     "significantly_more": int((g["significantly"] == "more").sum())})  # fmt: skip
+    return pd.DataFrame(rows, columns=["value", "kind", "pairs", "fraction_less_vulnerable",
+                                       "significantly_less", "significantly_more"])  # fmt: skip
 
 
 def sweep_wide(long: pd.DataFrame) -> pd.DataFrame:
-    """One row per (main, aux) pair; per setting: the single-task model, single- and multi-task attacks."""
+    """Markdown view: one row per (main, aux) pair; per setting the single-task model, single- and
+    multi-task attacks as value [interval] with the mark against the single-task model."""
     rows = {}
     for r in long.itertuples(index=False):
         row = rows.setdefault((r.main, r.aux), {"main": r.main, "aux": r.aux})
-        row[f"single-task model {r.value}"] = r.single_task_rel_vuln
-        row[f"{r.kind} {r.value}"] = r.rel_vuln
+        base = S.Interval(r.single_task_rel_vuln, r.single_task_rel_vuln_lo, r.single_task_rel_vuln_hi, r.n)
+        row[f"single-task model {r.value}"] = S.format_interval(base)
+        m = mark("single_task", S.Interval(r.diff, r.diff_lo, r.diff_hi, r.n))
+        iv = S.format_interval(S.Interval(r.rel_vuln, r.rel_vuln_lo, r.rel_vuln_hi, r.n))
+        row[f"{r.kind} {r.value}"] = f"{iv} {m}".strip()
     return pd.DataFrame(list(rows.values()))
 
 
+def sweep_cells(name: str, ev: Evaluations, long: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for r in long.itertuples(index=False):
+        method, norm = ev.attack_info(r.attack)
+        rows.append({"output": name, "attack": r.attack, "method": method, "norm": norm, "kind": r.kind,
+                     "weighting": "uniform", "main": r.main, "aux": r.aux, "setting": r.value,
+                     "arch": r.arch, "epoch": r.epoch, "value": r.rel_vuln, "lo": r.rel_vuln_lo,
+                     "hi": r.rel_vuln_hi, "n": r.n, "vs": "single_task", "diff": r.diff,
+                     "diff_lo": r.diff_lo, "diff_hi": r.diff_hi})  # fmt: skip
+    return pd.DataFrame(rows, columns=CELL_COLUMNS)
+
+
+# ------------------------------------------------------------------------------------------ bars
+def bars(ev: Evaluations, spec: dict) -> tuple[pd.DataFrame, list[tuple[str, S.Marginal, str]]]:
+    """Figure 1's numbers: per order and attacked prefix, E[dL] of the summed objective and of the 1/N
+    weighting (the summed value / N, N = tasks attacked) with their marginal changes (paired intervals),
+    and per order the dominance share of the summed objective's largest step."""
+    value = spec.get("value", "adv_vulnerability")
+    rows, marginals = [], []
+    for p in spec["panels"]:
+        cells = p["cells"]
+        vals = [ev.value(c, value) for c in cells]
+        if not all(ev.has(c) for c in cells):
+            for k, v in enumerate(vals):
+                rows.append({"order": p["order"], "step": k + 1, "task": p["letters"][k],
+                             "attacked": "".join(p["letters"][: k + 1]), "E_dL": v})  # fmt: skip
+            continue
+        dl = ev.dl(cells)
+        summed = S.marginal_intervals(dl)
+        per_n = S.marginal_intervals(dl / np.arange(1, dl.shape[1] + 1))
+        marginals.append((p["order"], summed, p["letters"][summed.dominant_step]))
+        for k, v in enumerate(vals):
+            b, st, b1, st1 = summed.bars[k], summed.steps[k], per_n.bars[k], per_n.steps[k]
+            rows.append({"order": p["order"], "step": k + 1, "task": p["letters"][k],
+                         "attacked": "".join(p["letters"][: k + 1]), "E_dL": v, "E_dL_lo": b.lo,
+                         "E_dL_hi": b.hi, "n": b.n, "marginal": st.value, "marginal_lo": st.lo,
+                         "marginal_hi": st.hi, "E_dL_1N": v / (k + 1), "E_dL_1N_lo": b1.lo,
+                         "E_dL_1N_hi": b1.hi, "marginal_1N": st1.value, "marginal_1N_lo": st1.lo,
+                         "marginal_1N_hi": st1.hi})  # fmt: skip
+    return pd.DataFrame(rows, columns=BAR_COLUMNS), marginals
+
+
+def bar_cells(name: str, t: pd.DataFrame, marginals) -> pd.DataFrame:
+    """Figure 1's cell table: per order and step the bars and steps (stat bar/step/bar_1N/step_1N) and
+    one ``dominance`` row per order (claims.py's input)."""
+    rows = []
+    for r in t.itertuples(index=False):
+        for stat, col in (
+            ("bar", "E_dL"),
+            ("step", "marginal"),
+            ("bar_1N", "E_dL_1N"),
+            ("step_1N", "marginal_1N"),
+        ):
+            rows.append({"output": name, "order": r.order, "stat": stat, "step": r.step, "task": r.task,
+                         "value": getattr(r, col), "lo": getattr(r, f"{col}_lo"),
+                         "hi": getattr(r, f"{col}_hi"), "n": r.n})  # fmt: skip
+    for order, m, task in marginals:
+        d = m.dominance
+        rows.append({"output": name, "order": order, "stat": "dominance", "step": m.dominant_step + 1,
+                     "task": task, "value": d.value, "lo": d.lo, "hi": d.hi, "n": d.n})  # fmt: skip
+    return pd.DataFrame(rows, columns=["output", "order", "stat", "step", "task", "value", "lo", "hi", "n"])
+
+
+def bars_markdown(t: pd.DataFrame, marginals) -> str:
+    def iv(r, col):
+        return S.format_interval(
+            S.Interval(getattr(r, col), getattr(r, f"{col}_lo"), getattr(r, f"{col}_hi"), 0)
+        )
+
+    def step(r, col):
+        i = S.Interval(getattr(r, col), getattr(r, f"{col}_lo"), getattr(r, f"{col}_hi"), 0)
+        m = "" if not S.significant(i) else (" ↑" if i.lo > 0 else " ↓")
+        return S.format_interval(i) + m
+
+    rows = [[r.order, f"+{r.task}", r.attacked, iv(r, "E_dL"), step(r, "marginal"), iv(r, "E_dL_1N"),
+             step(r, "marginal_1N")] for r in t.itertuples(index=False)]  # fmt: skip
+    head = ["order", "task added", "attacked", "E[dL] summed", "marginal (summed)", "E[dL] 1/N",
+            "marginal (1/N)"]  # fmt: skip
+    dom = [[o, S.format_interval(m.dominance), task] for o, m, task in marginals]
+    return (
+        _md_table(head, rows)
+        + "\n## Dominance: share of the total change of E[dL] (summed) carried by the largest step\n\n"
+        + _md_table(["order", "dominance share", "largest step"], dom)
+    )
+
+
 # ------------------------------------------------------------------------------------------ rendering
+def _title(spec: dict) -> str:
+    return " ".join(spec["title"].split("\n"))
+
+
 def _fmt(v) -> str:
     if isinstance(v, float | np.floating):
-        if math.isnan(v):
-            return "-"
-        return f"{v:.2f}" if v == 0 or 0.01 <= abs(v) < 1e4 else f"{v:.3g}"
+        return S.format_number(float(v))
     return str(v)
 
 
-def markdown(df: pd.DataFrame, emphasize=None) -> str:
-    """A GitHub Markdown table; ``emphasize(row_index, column)`` -> True puts that cell in italics."""
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    for i, r in enumerate(df.itertuples(index=False)):
-        cells = []
-        for c, v in zip(cols, r, strict=True):
-            s = _fmt(v)
-            cells.append(f"*{s}*" if emphasize and emphasize(i, c) and s != "-" else s)
-        lines.append("| " + " | ".join(cells) + " |")
+def _md_table(head, rows) -> str:
+    lines = ["| " + " | ".join(map(str, head)) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(_fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table of a frame (numbers by ``stats.format_number``)."""
+    return _md_table(list(df.columns), list(df.itertuples(index=False)))
+
+
+def render_all(name: str, ev: Evaluations, spec: dict) -> tuple[pd.DataFrame, str, pd.DataFrame]:
+    """(CSV table, Markdown text, cell table) of one output's spec."""
+    layout = spec.get("layout")
+    note = interval_note(ev)
+    if layout == "grid":
+        records = grid_records(ev, spec)
+        t = grid(ev, spec, records)
+        body, used = grid_markdown(spec, records)
+        extra = spec.get("pgd_note", "")
+        md = f"# {_title(spec)}\n\n{body}\n{spec['note']}\n\n{note} {legend(used)}\n"
+        md += f"\n{extra}\n" if extra else ""
+        cells = grid_cells(name, ev, records)
+    elif layout == "correlations":
+        t = correlations(ev, spec)
+        shown = [S.Interval(r.pearson_r, r.pearson_r_lo, r.pearson_r_hi, r.n) for r in t.itertuples()]
+        view = t.assign(pearson_r=[S.format_interval(iv) for iv in shown])
+        view = view.drop(columns=["pearson_r_lo", "pearson_r_hi"]).rename(
+            columns={"pearson_r": "r [95 % interval]"}
+        )
+        md = (
+            f"# {_title(spec)}\n\n{markdown(view)}\n{spec['note']}\n\nThe interval of r: the cells of both "
+            f"series recomputed on the same bootstrap draws of the test samples ({S.RESAMPLES} resamples, "
+            f"seed {S.SEED}); n here is the number of cells.\n"
+        )
+        cells = correlation_cells(name, spec, t)
+    elif layout == "sweep":
+        t = sweep(ev, spec)
+        md = (
+            f"# {_title(spec)}\n\n## Fraction of (main, auxiliary) pairs whose multi-task model is less "
+            f"vulnerable on the main task than the single-task model\n\n{markdown(sweep_summary(t))}\n"
+            "significantly_less / significantly_more: pairs whose paired 95 % interval of the difference "
+            "excludes 0.\n\n"
+            f"## Relative vulnerability of the main task\n\n{markdown(sweep_wide(t))}\n{note} "
+            f"{legend({'single_task'})}\n"
+        )
+        cells = sweep_cells(name, ev, t)
+    elif layout == "bars":
+        t, marginals = bars(ev, spec)
+        md = f"# {_title(spec)}\n\n{bars_markdown(t, marginals)}\n{BARS_NOTE}\n\n{note}\n"
+        cells = bar_cells(name, t, marginals)
+    else:
+        raise ValueError(
+            f"{name}: spec layout {layout!r} is not a table; expected grid, correlations, sweep or bars"
+        )
+    ev.check(name)
+    return t, md, cells
 
 
 def render(name: str, ev: Evaluations, spec: dict) -> tuple[pd.DataFrame, str]:
     """(CSV table, Markdown text) of one output's spec."""
-    layout = spec.get("layout")
-    if layout == "grid":
-        t = grid(ev, spec)
-        emph = [set(r.get("emphasize", ())) for r in spec["rows"]]
-        md = f"# {spec['title']}\n\n{markdown(t, lambda i, c: c in emph[i])}\n{spec['note']}\n"
-    elif layout == "correlations":
-        t = correlations(ev, spec)
-        md = f"# {spec['title']}\n\n{markdown(t)}\n{spec['note']}\n"
-    elif layout == "sweep":
-        t = sweep(ev, spec)
-        md = (
-            f"# {spec['title']}\n\n## Fraction of (main, auxiliary) pairs whose multi-task model is less "
-            f"vulnerable on the main task than the single-task model\n\n{markdown(sweep_summary(t))}\n"
-            f"## Relative vulnerability of the main task\n\n{markdown(sweep_wide(t))}"
-        )
-    else:
-        raise ValueError(
-            f"{name}: spec layout {layout!r} is not a table; expected grid, correlations or sweep"
-        )
-    ev.check(name)
+    t, md, _ = render_all(name, ev, spec)
     return t, md
 
 
@@ -228,15 +586,31 @@ def load_spec(value: str) -> dict:
     return spec
 
 
-def write(name: str, spec: dict, inputs, out: Path) -> None:
-    """Render the table ``name`` of ``spec`` from the evaluation CSVs ``inputs`` into out (.csv and .md)."""
+def write(name: str, spec: dict, inputs, out: Path, cells: Path | None = None) -> None:
+    """Render the table ``name`` of ``spec`` from the evaluation CSVs ``inputs`` into out (.csv and .md)
+    and, if given, its cell table into ``cells``.
+
+    Layouts with their own renderer (``supplementary.TABLES``: recommend, supplementary tables) write the
+    CSV and Markdown themselves and may return their cell table; none = a cell table with no row."""
+    from . import supplementary
+
     out = Path(out)
-    table, md = render(name, Evaluations(inputs), spec)
+    other = supplementary.TABLES.get(spec.get("layout"))
+    if other is not None:
+        long = other(name, spec, list(inputs), out)
+        if cells is not None:
+            long = pd.DataFrame(columns=CELL_COLUMNS) if long is None else long
+            files.write_frame(Path(cells), long, float_format="%.6g")
+        return
+    table, md, long = render_all(name, Evaluations(inputs), spec)
     files.write_frame(out, table, float_format="%.6g")
     files.write_text(out.with_suffix(".md"), md)
+    if cells is not None:
+        files.write_frame(Path(cells), long, float_format="%.6g")
 
 
 def run(args) -> int:
-    write(args.out.stem, load_spec(args.spec), args.inputs, args.out)
-    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    write(args.out.stem, load_spec(args.spec), args.inputs, args.out, args.cells)
+    extra = f" and {args.cells}" if args.cells else ""
+    print(f"wrote {args.out}, {args.out.with_suffix('.md')}{extra}")
     return 0

@@ -12,7 +12,9 @@ from scipy.stats import pearsonr
 
 from mtlrobust import cli, study
 from mtlrobust.analysis import aggregate as AG
+from mtlrobust.analysis import claims as CL
 from mtlrobust.analysis import figures as FG
+from mtlrobust.analysis import stats as S
 from mtlrobust.analysis import tables as TB
 from mtlrobust.evaluate import COLUMNS, TRAILER
 from mtlrobust.ids import model_spec, parse_model_id
@@ -181,6 +183,7 @@ def write_evals(folder, plan, value=code, samples=2, drop=()):
     paths = []
     for (mid, epoch, attack), subsets in sorted(plan.evals.items()):
         spec = parse_model_id(mid)
+        method, norm = plan.attacks[attack]["method"], plan.attacks[attack].get("norm", "linf")
         rows = []
         for sub in sorted(subsets):
             attacked = "+".join(sub)
@@ -189,8 +192,8 @@ def write_evals(folder, plan, value=code, samples=2, drop=()):
             for i in range(samples):
                 for t in spec.tasks:
                     v, c = value(mid, epoch, attack, attacked, t), clean_of(mid, t)
-                    rows.append([mid, spec.arch, spec.weighting, "+".join(spec.tasks), epoch, attack, "pgd",
-                                 "linf", 8 / 255, 2 / 255, 2, 1, "{}", attacked, i, f"b/{i}/0", t,
+                    rows.append([mid, spec.arch, spec.weighting, "+".join(spec.tasks), epoch, attack, method,
+                                 norm, 8 / 255, 2 / 255, 2, 1, "{}", attacked, i, f"b/{i}/0", t,
                                  1.0, 1.0 + abs(v) * (i + 1), c, c * (1 + v), "", ""])  # fmt: skip
         paths.append(_write(folder / f"{mid}-{epoch}-{attack}.csv", rows))
     return paths
@@ -392,3 +395,108 @@ def test_aggregate_names_a_non_numeric_column(tmp_path):
     p = _write(tmp_path / "nan.csv", rows)
     with pytest.raises(ValueError, match=r"nan\.csv.*'adv_loss'.*oops"):
         AG.aggregate([p])
+
+
+# ------------------------------------------------------------------------------------------ intervals
+SEG = ["seg", "depth_z"]
+N = 40
+
+
+def _cell(model_id, attacked, task="seg", epoch=150):
+    return [model_id, epoch, "pgd", attacked, task]
+
+
+def write_coded(path, model_id, tasks, ratios):
+    """An evaluation CSV where task t of attacked subset a has clean error 1 and adversarial error
+    1 + ratios[a][t][sample] (so its per-sample relative vulnerability is that ratio); losses = errors."""
+    spec = parse_model_id(model_id)
+    rows = []
+    for attacked, by_task in ratios.items():
+        for i in range(N):
+            for t in tasks:
+                r = by_task.get(t, np.zeros(N))[i]
+                rows.append([model_id, spec.arch, spec.weighting, "+".join(tasks), 150, "pgd", "pgd", "linf",
+                             8 / 255, 2 / 255, 2, 1, "{}", attacked, i, f"b/{i}/0", t, 1.0, 1.0 + r, 1.0,
+                             1.0 + r, "", ""])  # fmt: skip
+    return _write(path, rows)
+
+
+def grid_spec(rows) -> dict:
+    return {"layout": "grid", "title": "T", "note": "N", "label_columns": ["attack", "main"],
+            "columns": ["uniform:s", "uniform:d"], "value": "rel_vuln",
+            "rows": [{"labels": [kind, "s"], "cells": cells, "emphasize": ["uniform:s"], "kind": kind,
+                      "attack": "pgd"} for kind, cells in rows]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def coded(tmp_path_factory):
+    """A single-task model and a pair model on the same 40 test samples: the pair model's single-task
+    attack is the single-task model's ratio + 0.05 on every sample (a small, consistent effect hidden in
+    large sample noise), its multi-task attack the same ratio + symmetric noise (no effect)."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0, 2, N)
+    sym = np.tile([0.5, -0.5], N // 2)[rng.permutation(N)]
+    folder = tmp_path_factory.mktemp("coded")
+    single = model_spec("resnet18", "uniform", ["seg"], 0).id
+    pair = model_spec("resnet18", "uniform", SEG, 0, main="seg").id
+    paths = [
+        write_coded(folder / "single.csv", single, ["seg"], {"seg": {"seg": base}}),
+        write_coded(folder / "pair.csv", pair, SEG,
+                    {"seg": {"seg": base + 0.05, "depth_z": sym}, "seg+depth_z": {"seg": base + sym}}),
+    ]  # fmt: skip
+    return single, pair, base, sym, paths
+
+
+def test_intervals_exclude_or_contain_zero_and_match_stats(coded):
+    single, pair, base, sym, paths = coded
+    ev = TB.Evaluations(paths)
+    iv = ev.interval(_cell(single, "seg"))
+    assert iv.n == N and 0 < iv.lo < base.mean() < iv.hi  # clearly vulnerable: excludes 0
+    ref = S.rel_vuln_interval(np.ones(N), 1 + base)  # the same draws (n, resamples, seed)
+    assert (iv.value, iv.lo, iv.hi) == pytest.approx((ref.value, ref.lo, ref.hi))
+    noise = ev.interval(_cell(pair, "seg", "depth_z"))
+    assert noise.value == pytest.approx(0) and noise.lo < 0 < noise.hi  # symmetric around 0: contains 0
+    assert not S.significant(noise) and S.significant(iv)
+
+
+def test_comparisons_are_paired_and_marked_only_when_the_interval_excludes_0(coded, tmp_path):
+    single, pair, base, sym, paths = coded
+    spec = grid_spec([("single", [_cell(single, "seg"), _cell(pair, "seg")]),
+                      ("multi", [_cell(single, "seg"), _cell(pair, "seg+depth_z")])])  # fmt: skip
+    out = tmp_path / "t.csv"
+    TB.write("table1", spec, paths, out, tmp_path / "cells" / "t.csv")
+    t = pd.read_csv(out).set_index("attack")
+    # unpaired, the two cells' intervals overlap widely ...
+    assert t.loc["single", "uniform:d_lo"] < t.loc["single", "uniform:s_hi"]
+    md = out.with_suffix(".md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert rows["single"].endswith("↑st |")  # ... but paired, +0.05 on every sample is resolved
+    assert "↑st" not in rows["multi"] and "↓st" not in rows["multi"]  # symmetric noise: no mark
+    assert "↓st / ↑st: lower / higher than the single-task model" in md  # the legend: only marks it uses
+    assert "↓uni" not in md and "↓pgd" not in md
+    cells = CL.read_cells(tmp_path / "cells" / "t.csv")  # checked against claims.py's contract
+    comp = cells[cells["vs"] == "single_task"].set_index("kind")
+    assert comp.loc["single", "diff"] == pytest.approx(0.05)
+    assert (
+        comp.loc["single", "diff_lo"] == pytest.approx(0.05) == pytest.approx(comp.loc["single", "diff_hi"])
+    )
+    assert comp.loc["multi", "diff_lo"] < 0 < comp.loc["multi", "diff_hi"]
+    assert set(cells["method"]) == {"pgd"} and set(cells["norm"]) == {"linf"} and (cells["n"] == N).all()
+    assert len(cells) == 4  # two diagonals (no comparison) + two compared cells
+
+
+def test_several_seeds_merge_by_seed_aggregate(coded, tmp_path):
+    single, pair, base, sym, paths = coded
+    seed1 = model_spec("resnet18", "uniform", ["seg"], 1).id
+    paths = [*paths, write_coded(tmp_path / "s1.csv", seed1, ["seg"], {"seg": {"seg": base + 1.0}})]
+    ev = TB.Evaluations(paths)
+    per = [ev.interval(_cell(m, "seg")) for m in (single, seed1)]
+    both = ev.interval([_cell(single, "seg"), _cell(seed1, "seg")])
+    assert both.n_seeds == 2 and both.n == N
+    assert both.value == pytest.approx(np.mean([p.value for p in per]))
+    assert both.value == ev.value([_cell(single, "seg"), _cell(seed1, "seg")])
+    assert both.lo < per[0].value and both.hi > per[1].value  # the spread across seeds is kept
+    spec = grid_spec([("single", [[_cell(single, "seg"), _cell(seed1, "seg")], None])])
+    spec["columns"] = ["uniform:s", "uniform:d"]
+    _, md, cells = TB.render_all("table1", ev, spec)
+    assert cells["n_seeds"].tolist() == [2] and S.format_interval(both) in md

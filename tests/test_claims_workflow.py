@@ -1,0 +1,94 @@
+"""The table and claims rules' script on coded evaluation CSVs: cell tables -> results/claims.csv/.md.
+
+Values are coded per cell (tests/test_analysis.py: ``code``) with the same ratio on every test sample, so
+every interval has zero width and each verdict is known in advance.
+"""
+
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from test_analysis import config, write_evals
+
+from mtlrobust import study
+from mtlrobust.analysis import claims as CL
+
+SCRIPT = Path(__file__).resolve().parents[1] / "workflow" / "scripts" / "analysis.py"
+
+
+def script():
+    spec = importlib.util.spec_from_file_location("analysis_script", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def claims_run(tmp_path_factory):
+    """Tables 1-3 and Figure 1 through the table rule's script, then the claims rule's."""
+    plan = study.build(study.validated(config()))
+    root = tmp_path_factory.mktemp("run")
+    paths = write_evals(root, plan)
+    run = script()
+    cells = []
+    for name in plan.claims_sources():
+        keys = {f"{m}-{e}-{a}.csv" for m, e, a in plan.outputs[name].evals}
+        out = SimpleNamespace(
+            csv=root / f"{name}.csv", md=root / f"{name}.md", cells=root / "cells" / f"{name}.csv"
+        )
+        run.main(SimpleNamespace(rule="table", wildcards=SimpleNamespace(name=name), output=out,
+                                 params=SimpleNamespace(spec=plan.outputs[name].spec_json),
+                                 input=[p for p in paths if p.name in keys]))  # fmt: skip
+        cells.append(out.cells)
+    out = SimpleNamespace(csv=root / "claims.csv", md=root / "claims.md")
+    run.main(SimpleNamespace(rule="claims", input=cells, output=out))
+    return plan, root
+
+
+def test_claims_sources_are_the_enabled_tables_and_figure1():
+    assert study.build(study.validated(config())).claims_sources() == [
+        "table1",
+        "table2",
+        "table3",
+        "figure1",
+    ]
+    off = {n: {"enabled": False} for n in study.CLAIMS_SOURCES}
+    assert study.build(study.validated(config(**off))).claims_sources() == []
+    only = study.build(study.validated(config(**{**off, "table3": {"epochs": {"proxy": 50}}})))
+    assert only.claims_sources() == ["table3"]
+
+
+def test_one_row_per_claim_with_the_expected_verdicts(claims_run):
+    _, root = claims_run
+    df = pd.read_csv(root / "claims.csv").set_index("claim")
+    assert list(df.columns) == CL.CLAIM_COLUMNS[1:]
+    expected = ["rq1_not_reliably_less_vulnerable", "rq3_weights_lower_pgd", "rq3_stronger_than_pgd:apgd",
+                "rq3_weights_negated:apgd", "rq3_stronger_than_pgd:wgd", "rq3_weights_negated:wgd",
+                "rq3_some_auxiliary_helps", "rq4_proxy:epochs", "rq4_proxy:arch", "rq4_proxy:clean",
+                "rq2_one_task_dominates"]  # fmt: skip
+    assert df.index.tolist() == expected
+    v = df["verdict"]
+    # coded Table 1: the pair model beats the single-task model for 3 of 6 (main, aux) pairs per attack kind
+    assert df.loc["rq1_not_reliably_less_vulnerable", "value"] == 0.5 and v.iloc[0] == "supported"
+    assert v["rq3_weights_lower_pgd"] == "contradicted"  # paper-weighted cells are coded +5
+    assert v["rq3_stronger_than_pgd:wgd"] == "supported"  # WGD is coded +500 over PGD (same eps, steps)
+    assert v["rq3_stronger_than_pgd:apgd"] == "unresolved"  # no PGD at APGD's steps in this study
+    assert df.loc["rq3_stronger_than_pgd:apgd", "n"] == 0
+    md = (root / "claims.md").read_text()
+    assert md.count("| **") == len(expected) and "Thresholds" in md
+
+
+def test_cell_tables_follow_the_claims_contract(claims_run):
+    plan, root = claims_run
+    t2 = CL.read_cells(root / "cells" / "table2.csv")
+    vs_pgd = t2[t2["vs"] == "pgd"]
+    # every WGD cell (3 mains x 6 columns) next to PGD on the same model and attacked tasks: coded +500
+    assert set(vs_pgd["attack"]) == {"wgd"} and len(vs_pgd) == 18 and (vs_pgd["diff"] == 500).all()
+    t3 = CL.read_cells(root / "cells" / "table3.csv")
+    assert t3["proxy"].tolist() == ["epochs", "arch", "clean"]
+    f1 = CL.read_cells(root / "cells" / "figure1.csv")
+    assert f1[f1["stat"] == "dominance"]["order"].tolist() == ["sdD", "Dds"]
+    md = (root / "table2.md").read_text()
+    assert "No PGD attack at the same norm, eps and steps in this study for apgd" in md

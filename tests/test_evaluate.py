@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -213,7 +214,7 @@ def test_cli_writes_contract_csv_deterministically(checkpoint, packed_dir, tmp_p
     assert len(vul) == 4 and vul["n"].max() <= 3
 
 
-def test_cli_rejects_tasks_the_model_lacks(checkpoint, packed_dir, tmp_path):
+def test_cli_rejects_tasks_the_model_lacks(checkpoint, packed_dir, tmp_path, capsys):
     from mtlrobust import cli
 
     argv = [
@@ -231,8 +232,11 @@ def test_cli_rejects_tasks_the_model_lacks(checkpoint, packed_dir, tmp_path):
         "--out",
         str(tmp_path / "x.csv"),
     ]
-    with pytest.raises(ValueError, match=r"\['normal'\] are not tasks of the model.*seg"):
-        cli.main(argv)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(
+        r"mtlrobust evaluate: error: --attacked 'normal': .*\['normal'\] are not tasks of the model.*seg", err
+    )
     assert not (tmp_path / "x.csv").exists()
 
 

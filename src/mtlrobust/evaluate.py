@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .device import CHOICES as DEVICES
 from .files import atomic_path, check_output
+from .tasks import REDUCTIONS
 
 COLUMNS = [
     "model_id",
@@ -68,7 +69,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts")
     p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument(
+        "--loss-reduction",
+        choices=REDUCTIONS,
+        default=None,
+        help="reduction of the attacked and recorded losses (tasks.py); default: the model's training one",
+    )
     p.add_argument("--out", required=True, type=Path, help="results/evals/{model_id}/epoch{E}/{attack}.csv")
+    p.add_argument(
+        "--steps-out",
+        type=Path,
+        default=None,
+        help="also write the attacked loss and every task's error after each step (mtlrobust.steptrace)",
+    )
 
 
 # ------------------------------------------------------------------------------------------ parsing
@@ -139,16 +152,21 @@ def evaluate(
     seed: int = 0,
     device="cpu",
     progress: bool | None = None,
+    reduction: str = "valid",
+    steps: list | None = None,
 ) -> list[list[str]]:
     """Rows (lists of strings, in ``COLUMNS`` order) of the evaluation CSV.
 
     ``model(x)`` -> {task_id: output}; ``dataset.batch(idx)`` -> (x, targets, masks) as ``PackedDataset``;
     ``views``: one label per sample. Rows are ordered by attacked subset, sample, then the model's task order.
+    ``reduction``: the loss reduction of the attacks and of the loss columns. ``steps``: a list that gets the
+    rows of ``steptrace.COLUMNS`` (the state after each step, one attack run) when given.
     """
     import torch
     from tqdm import tqdm
 
     from . import metrics as M
+    from . import steptrace
     from . import tasks as T
     from .attacks import run_attack
 
@@ -184,13 +202,27 @@ def evaluate(
         masks = {k: v.to(device) for k, v in masks.items()}
         with torch.no_grad():
             clean_out = model(x)
-        clean = M.task_metrics(clean_out, targets, masks, model_tasks)
+        clean = M.task_metrics(clean_out, targets, masks, model_tasks, reduction=reduction)
         for a in attacked:
             key = tuple(a)
-            x_adv = run_attack(spec, model, x, (targets, masks), "+".join(a), generator=gen)
+            rec = trace = None
+            if steps is not None:
+                trace = []
+                weights = spec.get("weights")
+                rec = steptrace.Recorder(model, targets, masks, model_tasks, a, weights, reduction)
+            x_adv = run_attack(
+                spec, rec or model, x, (targets, masks), "+".join(a), generator=gen, trace=trace,
+                reduction=reduction,
+            )  # fmt: skip
             with torch.no_grad():
                 adv_out = model(x_adv)
-            adv = M.task_metrics(adv_out, targets, masks, model_tasks)
+            adv = M.task_metrics(adv_out, targets, masks, model_tasks, reduction=reduction)
+            if rec is not None:
+                with torch.no_grad():
+                    at_x = rec.objective(clean_out, (targets, masks)).float().cpu()
+                head = [meta["model_id"], str(int(meta["epoch"])), str(spec["name"]), str(spec["method"])]
+                at_x = (at_x, {t: clean[t][1] for t in model_tasks})
+                steps.extend(steptrace.rows(head, "+".join(a), start, at_x, rec.per_step(trace, spec)))
             for t in model_tasks:
                 cols = per[key][t]
                 cols[0].extend(clean[t][0].tolist())
@@ -204,6 +236,8 @@ def evaluate(
     bar.close()
 
     options = {k: v for k, v in spec.items() if k not in ("name", *SPEC_COLUMNS)}
+    if reduction != "valid":  # absent = the default; a non-default objective is part of the attack's identity
+        options["loss_reduction"] = reduction
     head = [
         meta["model_id"],
         meta["arch"],
@@ -266,6 +300,8 @@ def write_csv(rows, out: Path) -> None:
 
 def _check_args(args) -> None:
     check_output(args.out, "--out")
+    if args.steps_out is not None:
+        check_output(args.steps_out, "--steps-out")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.limit is not None and args.limit < 1:
@@ -286,6 +322,8 @@ def run(args) -> int:
         p.requires_grad_(False)
     dataset = PackedDataset(args.data, list(meta["tasks"]))
     check_data(meta, dataset, args.checkpoint, args.data)
+    trained = (meta.get("hparams") or {}).get("loss_reduction", "valid")
+    steps = [] if args.steps_out is not None else None
     rows = evaluate(
         model,
         meta,
@@ -297,7 +335,13 @@ def run(args) -> int:
         limit=args.limit,
         seed=args.seed,
         device=device,
+        reduction=args.loss_reduction or trained,
+        steps=steps,
     )
+    if steps is not None:
+        from .steptrace import write_csv as write_steps
+
+        write_steps(steps, args.steps_out)
     write_csv(rows, args.out)
     print(f"wrote {len(rows)} rows to {args.out}")
     return 0

@@ -19,8 +19,11 @@ import numpy as np
 
 
 # ------------------------------------------------------------------------------ per-sample (torch)
-def task_metrics(outputs: Mapping, targets: Mapping, masks: Mapping, task_ids: Iterable[str]) -> dict:
-    """{task_id: (loss [B], error [B])} from the registry, detached float32 CPU tensors.
+def task_metrics(
+    outputs: Mapping, targets: Mapping, masks: Mapping, task_ids: Iterable[str], reduction: str = "valid"
+) -> dict:
+    """{task_id: (loss [B], error [B])} from the registry, detached float32 CPU tensors; ``reduction`` is the
+    loss's (``tasks.REDUCTIONS``).
 
     ``outputs``/``targets``/``masks`` are keyed by task id (as ``MultiTaskNet``/``PackedDataset`` give them).
     """
@@ -32,7 +35,7 @@ def task_metrics(outputs: Mapping, targets: Mapping, masks: Mapping, task_ids: I
         if tid not in outputs:
             raise KeyError(f"task {tid!r} not in the model outputs (have {sorted(outputs)})")
         out, tgt, msk = outputs[tid], targets[tid], masks.get(tid)
-        loss = task.loss(out, tgt, msk).detach().float().cpu()
+        loss = task.loss(out, tgt, msk, reduction=reduction).detach().float().cpu()
         err = task.error(out, tgt, msk).detach().float().cpu()
         res[tid] = (loss, err)
     return res

@@ -62,6 +62,7 @@ _HPARAMS = {
     "bn_recalibrate": None,
     "optimizer": "adam",
     "momentum": None,
+    "loss_reduction": "valid",
 }
 
 
@@ -132,6 +133,12 @@ class TrainConfig:
         "absolute epochs where lr is multiplied by --lr-gamma", factory=lambda: [120, 140], type=_int_list
     )
     lr_gamma: float = _opt("learning-rate decay factor at each milestone, in (0, 1]", 0.1, type=float)
+    loss_reduction: str = _opt(
+        "valid: each task's loss averaged over its valid pixels; reference: the original code's mean over "
+        "all pixels (tasks.py)",
+        "valid",
+        choices=T.REDUCTIONS,
+    )
     hflip: bool = _opt("random horizontal flips (p=0.5, seeded); negates normal x", False)
     amp: bool = _opt("mixed precision on CUDA (bf16 if supported, else fp16); ignored on CPU", False)
     device: str = _opt("where to train", "auto", choices=DEVICES)
@@ -356,6 +363,7 @@ def _hparams(cfg: TrainConfig, n_train: int) -> dict:
         "momentum": float(cfg.momentum) if cfg.optimizer == "sgd" else None,
         "lr_milestones": [int(m) for m in cfg.lr_milestones],
         "lr_gamma": float(cfg.lr_gamma),
+        "loss_reduction": cfg.loss_reduction,
         "batch_size": int(cfg.batch_size),
         "hflip": bool(cfg.hflip),
         "amp": bool(cfg.amp),
@@ -560,7 +568,10 @@ def train(cfg: TrainConfig) -> dict:
                 x, tg, mk = hflip_batch(x, tg, mk, flags)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
                 outs = model(x)
-            losses = {tid: T.get(tid).loss(outs[tid].float(), tg[tid], mk[tid]).mean() for tid in task_ids}
+            losses = {
+                tid: T.get(tid).loss(outs[tid].float(), tg[tid], mk[tid], reduction=cfg.loss_reduction).mean()
+                for tid in task_ids
+            }
             for tid, loss in losses.items():
                 if not torch.isfinite(loss):
                     raise FloatingPointError(

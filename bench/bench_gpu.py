@@ -21,8 +21,9 @@ import torch
 from bench_train import TASKS, write_split
 
 from mtlrobust.attacks import run_attack
+from mtlrobust.checkpoint import load_model
 from mtlrobust.data.packed import PackedDataset
-from mtlrobust.train import TrainConfig, load_model, train
+from mtlrobust.train import TrainConfig, train
 
 
 def train_rate(root: Path, device: str, batch_size: int, amp: bool, epochs: int) -> tuple[float, Path]:

@@ -6,11 +6,12 @@ from mtlrobust import ids
 from mtlrobust import tasks as T
 
 
-def test_uniform_models_ignore_task_order():
-    a = ids.model_spec("resnet18", "uniform", "ds", 0)
-    b = ids.model_spec("resnet18", "uniform", "sd", 0)
+@pytest.mark.parametrize("weighting", T.SYMMETRIC_WEIGHTINGS)
+def test_symmetric_weightings_ignore_task_order(weighting):
+    a = ids.model_spec("resnet18", weighting, "ds", 0, main="d")
+    b = ids.model_spec("resnet18", weighting, "sd", 0, main="s")
     assert a == b
-    assert a.id == "resnet18-uniform-seg+depth_z-s0"
+    assert a.id == f"resnet18-{weighting}-seg+depth_z-s0"
 
 
 def test_weighted_models_put_the_main_task_first():

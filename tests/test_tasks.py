@@ -153,6 +153,8 @@ def test_task_weights_paper_rows():
     assert T.task_weights(T.parse("Dn"), "paper", main="D") == {"depth_e": 1.0, "normal": 0.01}
     assert T.task_weights(T.parse("Esd"), "paper", main="E") == {"edge3d": 1.0, "seg": 0.1, "depth_z": 0.1}
     assert T.task_weights(T.parse("sd"), "uniform") == {"seg": 0.5, "depth_z": 0.5}
+    # the supplementary's unweighted models (Fig. 12): every task 1, whatever the main task
+    assert T.task_weights(T.parse("sdn"), "sum", main="n") == {"seg": 1.0, "depth_z": 1.0, "normal": 1.0}
     with pytest.raises(ValueError, match="needs a main task"):
         T.task_weights(T.parse("sd"), "paper")
     with pytest.raises(ValueError, match="not among the tasks"):

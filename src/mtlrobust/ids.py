@@ -51,7 +51,7 @@ def model_spec(arch: str, weighting: str, tasks, seed: int = 0, main: str | None
     if len(ts) == 1:
         weighting = "uniform"
     ordered = T.canonical(ts)
-    if weighting != "uniform":
+    if weighting not in T.SYMMETRIC_WEIGHTINGS:
         m = T.get(main) if main is not None else ts[0]
         if m not in ts:
             raise ValueError(f"main task {m.letter!r} is not among the tasks {T.letters(ts)!r}")

@@ -378,7 +378,8 @@ def domains_needed(tasks: Sequence[Task]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------- weightings
-WEIGHTINGS = ("uniform", "paper")
+WEIGHTINGS = ("uniform", "paper", "sum")
+SYMMETRIC_WEIGHTINGS = ("uniform", "sum")  # the same weight for every task: no main task
 
 
 def task_weights(
@@ -389,13 +390,16 @@ def task_weights(
 ) -> dict[str, float]:
     """Loss weight per task id.
 
-    ``uniform``: 1/N each. ``paper``: main task 1 and each auxiliary task its weight from the
+    ``uniform``: 1/N each. ``sum``: 1 each (the supplementary's unweighted models, Fig. 12).
+    ``paper``: main task 1 and each auxiliary task its weight from the
     supplementary's Appendix B (which depends on the main task, so ``main`` is required).
     Any other name: ``explicit`` weights keyed by letter or id, one per task.
     """
     ts = [t if isinstance(t, Task) else get(t) for t in tasks]
     if weighting == "uniform":
         return {t.id: 1.0 / len(ts) for t in ts}
+    if weighting == "sum":
+        return {t.id: 1.0 for t in ts}
     if weighting == "paper":
         if main is None:
             raise ValueError("weighting 'paper' needs a main task")
@@ -411,7 +415,7 @@ def task_weights(
         aux = m.paper_aux_weights
         return {t.id: 1.0 if t == m else float(aux.get(t.letter, aux["*"])) for t in ts}
     if explicit is None:
-        raise ValueError(f"unknown weighting {weighting!r}: expected uniform, paper or explicit weights")
+        raise ValueError(f"unknown weighting {weighting!r}: expected uniform, sum, paper or explicit weights")
     w = {get(k).id: float(v) for k, v in explicit.items()}
     missing = [t.letter for t in ts if t.id not in w]
     extra = sorted(set(w) - {t.id for t in ts})

@@ -108,7 +108,9 @@ class TrainConfig:
     tasks: list[str] = _opt("tasks as letters (sd) or ids joined by '+' (seg+depth_z)", type=_tasks)
     out: str = _opt("checkpoint to write, e.g. results/models/ID/epoch50.pt")
     epochs: int = _opt("target milestone (total epochs, not additional)", type=int)
-    weighting: str = _opt("uniform (1/N), paper (Appendix B) or a name for --weights-json", "uniform")
+    weighting: str = _opt(
+        "uniform (1/N), sum (1 each), paper (Appendix B) or a name for --weights-json", "uniform"
+    )
     decoder: str = _opt(
         "reference: the paper's decoders; skip: U-Net decoders fed every encoder scale (small inputs)",
         "reference",

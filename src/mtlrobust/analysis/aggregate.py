@@ -170,7 +170,9 @@ def add_helpers(out: pd.DataFrame) -> pd.DataFrame:
     out = out.copy()
     out["seed"] = out["model_id"].str.extract(r"-s(\d+)$", expand=False).astype("Int64")
     first = out["tasks"].str.split("+").str[0]
-    out["main"] = np.where(out["weighting"] == "uniform", "", first.map(lambda t: T.get(t).letter))
+    out["main"] = np.where(
+        out["weighting"].isin(T.SYMMETRIC_WEIGHTINGS), "", first.map(lambda t: T.get(t).letter)
+    )
     out["n_tasks"] = out["tasks"].str.count(r"\+") + 1
     cache = {}
     for col, src in (("letters", "tasks"), ("attacked_letters", "attacked"), ("task_letter", "task")):

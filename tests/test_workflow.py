@@ -17,7 +17,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = yaml.safe_load((REPO / "studies" / "test.yaml").read_text())
-TABLES = ["table1", "table2", "table3", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs"]
+TABLES = ["table1", "table2", "table3", "figure1", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs"]
 FIGURES = ["figure1", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs"]
 ANALYSIS_RULES = {"aggregate", "table", "figure", "all"}
 
@@ -72,17 +72,31 @@ def test_tables_1_and_2_rows_are_attack_x_main_and_columns_weighting_x_aux(study
     df = _read(study_run, name)
     letters = STUDY["tasks"]
     cells = [f"{w}:{t}" for w in STUDY["weightings"] for t in letters]
-    assert list(df.columns) == ["attack", "main", *cells]
+    assert list(df.columns) == [
+        "attack",
+        "main",
+        *[f"{c}{x}" for c in cells for x in ("", "_lo", "_hi", "_n")],
+    ]
     kinds = ["single", "multi"] if name == "table1" else STUDY["study"]["table2"]["attacks"]
     mains = STUDY["study"][name]["mains"]
     assert sorted(zip(df["attack"], df["main"], strict=True)) == sorted((k, m) for k in kinds for m in mains)
     assert _all_finite(df, cells)
+    assert (df[[f"{c}_lo" for c in cells]].to_numpy() <= df[cells].to_numpy()).all()
+    assert (df[[f"{c}_n" for c in cells]] == STUDY["evaluation"]["limit"]).all().all()
 
 
 @pytest.mark.slow
 def test_table3_has_one_row_per_proxy(study_run):
     df = _read(study_run, "table3")
-    assert list(df.columns) == ["proxy", "target", "n", "pearson_r", "p_value"]
+    assert list(df.columns) == [
+        "proxy",
+        "target",
+        "n",
+        "pearson_r",
+        "pearson_r_lo",
+        "pearson_r_hi",
+        "p_value",
+    ]
     assert len(df) == 3 and (df["n"] >= 3).all()
 
 
@@ -104,6 +118,34 @@ def test_every_figure_is_drawn(study_run, name):
     png = study_run / "results" / f"{name}.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (study_run / "results" / f"{name}.pdf").read_bytes()[:4] == b"%PDF"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TABLES)
+def test_every_table_has_a_cell_table(study_run, name):
+    from mtlrobust.analysis.claims import read_cells
+
+    assert (study_run / "results" / f"{name}.md").read_text().count("[") > 0  # values with intervals
+    if name in ("table1", "table2", "table3", "figure1"):
+        assert len(read_cells(study_run / "results" / "cells" / f"{name}.csv")) > 0  # claims.py's contract
+    else:
+        assert len(pd.read_csv(study_run / "results" / "cells" / f"{name}.csv")) > 0
+
+
+@pytest.mark.slow
+def test_claims_has_one_row_per_claim(study_run):
+    from mtlrobust.analysis.claims import CLAIM_COLUMNS
+
+    df = pd.read_csv(study_run / "results" / "claims.csv")
+    assert list(df.columns) == CLAIM_COLUMNS and df["claim"].is_unique
+    adaptive = [f"{c}:{a}" for a in STUDY["study"]["table2"]["attacks"]
+                for c in ("rq3_stronger_than_pgd", "rq3_weights_negated")]  # fmt: skip
+    proxies = [f"rq4_proxy:{p}" for p in ("epochs", "arch", "clean")]
+    first = ["rq1_not_reliably_less_vulnerable", "rq3_weights_lower_pgd"]
+    last = ["rq3_some_auxiliary_helps", *proxies, "rq2_one_task_dominates"]
+    assert df["claim"].tolist() == [*first, *adaptive, *last]
+    assert set(df["verdict"]) <= {"supported", "contradicted", "unresolved"}
+    assert (study_run / "results" / "claims.md").read_text().count("| **") == len(df)  # a verdict per row
 
 
 @pytest.mark.slow
@@ -164,7 +206,8 @@ def test_changing_one_attack_reruns_only_its_jobs_and_the_outputs_showing_it(stu
     wgd_models = {p.parent.parent.name for p in (study_run / "results" / "evals").glob("*/epoch*/wgd.csv")}
     assert {w["model_id"] for w in evaluations} == wgd_models
     others = sorted((rule, w.get("name", "")) for rule, w in jobs if rule != "evaluate")
-    assert others == [("aggregate", ""), ("all", ""), ("table", "table2")]  # only Table 2 shows WGD
+    # only Table 2 shows WGD (and the claims read its cell table)
+    assert others == [("aggregate", ""), ("all", ""), ("claims", ""), ("table", "table2")]
 
 
 def test_bad_config_fails_before_any_job_with_a_clear_message(tmp_path):

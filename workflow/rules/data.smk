@@ -1,4 +1,8 @@
-"""Data: synthesize (or download) the raw Taskonomy layout, then prepare memory-mapped arrays per split."""
+"""Data: synthesize (or download) the raw Taskonomy layout, then prepare memory-mapped arrays per split.
+
+Argument strings are params *functions*: Snakemake formats a plain string param as a wildcard pattern, so a
+URL template's {building} or a path with braces would be rewritten or fail.
+"""
 
 if config["dataset"]["source"] == "synthetic":
 
@@ -10,7 +14,7 @@ if config["dataset"]["source"] == "synthetic":
         conda:
             "../../envs/analysis.yaml"
         params:
-            args=commands.synthesize(config),
+            args=lambda wildcards: commands.synthesize(config),
         shell:
             "python -m mtlrobust synthesize --out {output:q} {params.args} > {log:q} 2>&1"
 
@@ -24,7 +28,7 @@ elif config["dataset"]["taskonomy"]["root"] is None:
         conda:
             "../../envs/analysis.yaml"
         params:
-            args=commands.download(config, TASKS),
+            args=lambda wildcards: commands.download(config, TASKS),
         shell:
             "python -m mtlrobust download --dest {output:q} {params.args} > {log:q} 2>&1"
 
@@ -39,7 +43,7 @@ rule prepare:
     conda:
         "../../envs/torch.yaml"
     params:
-        args=commands.prepare(config, TASKS),
+        args=lambda wildcards: commands.prepare(config, TASKS),
         out=packed_root,
     shell:
         "python -m mtlrobust prepare --raw {input.raw:q} --out {params.out:q} --split {wildcards.split}"

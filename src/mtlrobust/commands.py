@@ -59,11 +59,24 @@ def model(m: ModelSpec) -> str:
                  ("--main", m.main), ("--seed", m.seed))  # fmt: skip
 
 
-def training(config: dict) -> str:
-    """Training settings that change the trained weights (threads and the milestone list do not)."""
+def schedule(config: dict, arch: str) -> dict:
+    """The training settings of ``arch``'s models: ``training`` with its ``per_arch`` overrides."""
     t = config["training"]
-    return flags(("--batch-size", t["batch_size"]), ("--lr", t["lr"]),
+    return {**t, **(t.get("per_arch") or {}).get(arch, {})}
+
+
+def training(config: dict, arch: str | None = None) -> str:
+    """Training settings that change the trained weights (threads and the milestone list do not).
+
+    Defaults of keys added later (optimizer adam, loss_reduction valid) are left out, so the command of a
+    study that does not set them is unchanged and its trained models stay current."""
+    t = schedule(config, arch) if arch else config["training"]
+    sgd = t.get("optimizer", "adam") == "sgd"
+    reduction = t.get("loss_reduction", "valid")
+    return flags(("--optimizer", "sgd" if sgd else None), ("--momentum", t.get("momentum") if sgd else None),
+                 ("--batch-size", t["batch_size"]), ("--lr", t["lr"]),
                  ("--lr-milestones", ",".join(map(str, t["lr_milestones"]))), ("--lr-gamma", t["lr_gamma"]),
+                 ("--loss-reduction", reduction if reduction != "valid" else None),
                  ("--val-limit", t["val_limit"]), ("--hflip", t["hflip"]), ("--amp", t["amp"]),
                  ("--reference-init", t["reference_init"]), ("--decoder", config["model"]["decoder"]),
                  ("--bn-recalibrate", t["bn_recalibrate"] or None), ("--device", t["device"]))  # fmt: skip
@@ -77,7 +90,9 @@ def attacked(subsets) -> str:
 def evaluation(config: dict) -> str:
     """Evaluation settings that change the results (threads do not; the split is in the input path)."""
     e = config["evaluation"]
+    reduction = config["training"].get("loss_reduction", "valid")
     return flags(("--batch-size", e["batch_size"]), ("--limit", e["limit"]), ("--seed", e["seed"]),
+                 ("--loss-reduction", reduction if reduction != "valid" else None),
                  ("--device", e["device"]))  # fmt: skip
 
 

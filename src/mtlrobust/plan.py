@@ -90,6 +90,8 @@ def job_counts(plan: study.Plan) -> Counter:
     """Jobs per rule of a run from an empty folder (what ``snakemake -n`` lists)."""
     config = plan.config
     counts = Counter(j["rule"] for j in jobs(plan))
+    counts["evaluate"] -= len(plan.traced)  # the same jobs, run by rule evaluate_traced (rules/attack.smk)
+    counts["evaluate_traced"] = len(plan.traced)
     counts["prepare"] = len({"train", "val", config["evaluation"]["split"]})
     if config["dataset"]["source"] == "synthetic":
         counts["synthesize"] = 1

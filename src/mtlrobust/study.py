@@ -110,15 +110,24 @@ PATH_KEYS = ("split_csv", "taskonomy.root", "taskonomy.url_template", "taskonomy
 def check_settings(config: dict) -> None:
     """Values the schema lets through but no job can use, rejected before any job (naming the key)."""
     t = config["training"]
-    for key in ("lr", "lr_gamma"):
-        if not math.isfinite(t[key]):
-            raise StudyError(f"config key training.{key}: expected a finite number > 0, got {t[key]}")
-    late = [m for m in t["lr_milestones"] if m >= t["epochs"]]
-    if late:
+    per_arch = t.get("per_arch") or {}
+    unused = [a for a in per_arch if a not in config["architectures"]]
+    if unused:
         raise StudyError(
-            f"config key training.lr_milestones: {late} never take effect with training.epochs={t['epochs']} "
-            "(the rate drops after a milestone's epoch); expected milestones < training.epochs"
+            f"config key training.per_arch: {unused} not in config key architectures "
+            f"{config['architectures']}"
         )
+    for prefix, v in [("training", t)] + [(f"training.per_arch.{a}", v) for a, v in per_arch.items()]:
+        for key in ("lr", "lr_gamma"):
+            if key in v and not math.isfinite(v[key]):
+                raise StudyError(f"config key {prefix}.{key}: expected a finite number > 0, got {v[key]}")
+        late = [m for m in v.get("lr_milestones", ()) if m >= t["epochs"]]
+        if late:
+            raise StudyError(
+                f"config key {prefix}.lr_milestones: {late} never take effect with training.epochs="
+                f"{t['epochs']} (the rate drops after a milestone's epoch); expected milestones < "
+                "training.epochs"
+            )
     check_paths(config["dataset"])
     check_splits(config)
 
@@ -228,6 +237,7 @@ class Output:
     renders: tuple[str, ...]  # "table" (NAME.csv + NAME.md) and/or "figure" (NAME.png + NAME.pdf)
     spec: dict  # layout, labels and cells; see analysis/tables.py and analysis/figures.py
     evals: tuple[tuple[str, int, str], ...]  # sorted (model_id, epoch, attack) of its cells
+    traced: bool = False  # it also reads each evaluation's per-step sidecar ({attack}.steps.csv)
 
     @property
     def spec_json(self) -> str:
@@ -245,6 +255,7 @@ class Plan:
     evals: dict = field(default_factory=dict)  # (model_id, epoch, attack) -> attacked subsets (tuples of ids)
     outputs: dict = field(default_factory=dict)  # name -> Output, registry order
     theory: dict | None = None  # Figure 1's model: model_id, epoch, norm, eps, orders
+    traced: set = field(default_factory=set)  # (model_id, epoch, attack) whose steps an output reads
 
     @property
     def final_epoch(self) -> int:
@@ -437,6 +448,13 @@ def equal_pgd(plan: Plan, attack: str, prefer: str | None = None) -> str | None:
     return prefer if prefer in same else (sorted(same)[0] if same else None)
 
 
+def wgd_variant(spec: dict) -> str:
+    """The WGD variant an attack spec runs, with its overrides (``attacks/wgd.py``)."""
+    variant = spec.get("variant") or method_default("wgd", "variant")
+    extra = [f"{k} {spec[k]}" for k in ("gamma", "normalize_task_gradients") if spec.get(k) is not None]
+    return f"{variant} ({', '.join(extra)})" if extra else variant
+
+
 def _table2(s: Section) -> dict:
     attacks = [s.attack(a, "attacks") for a in s.cfg["attacks"]]
     t1 = s.plan.config["study"]["table1"]
@@ -454,6 +472,16 @@ def _table2(s: Section) -> dict:
         lambda attack: "multi",
         lambda attack: pgd[attack],
     )
+    variants = [
+        f"{a} = {wgd_variant(s.plan.attacks[a])}" for a in attacks if s.plan.attacks[a]["method"] == "wgd"
+    ]
+    if variants:
+        spec["note"] += (
+            f" WGD variants: {', '.join(variants)} (balanced: each task's gradient normalised and weighted "
+            "by 1 / r_i, our default; paper: the paper's literal rule, weighted by r_i, no normalisation). "
+            "With one attacked task r_i = 1 and WGD equals PGD, so its single-task diagonal repeats PGD "
+            "under another name."
+        )
     compared = ", ".join(f"{a} with {p}" for a, p in pgd.items() if p)
     spec["pgd_note"] = " ".join(
         [f"Compared with PGD at the same norm, eps and steps: {compared}." if compared else "",
@@ -789,12 +817,68 @@ def _figure1_retrained(s: Section) -> dict:
     }
 
 
+def _steps(s: Section) -> dict:
+    """Supplementary Figs. 14-15: the main task's state after each step of one run of each attack, for the
+    single-task model and a pair model attacked on the main task alone and on both tasks."""
+    c = s.cfg
+    arch, epoch, seed = s.arch(c["arch"]), s.epoch(c["epoch"]), s.seed(c["seed"])
+    w = s.weighting(c["weighting"])
+    attacks = [s.attack(a, "attacks") for a in c["attacks"]]
+    counts = {}
+    for a in attacks:
+        spec = s.plan.attacks[a]
+        counts[a] = (
+            1 if spec["method"] == "fgsm" else spec.get("steps") or method_default(spec["method"], "steps")
+        )
+        if not counts[a]:
+            raise StudyError(
+                f"config key study.steps.attacks: attack {a!r} (method {spec['method']!r}) takes no steps"
+            )
+    marks = sorted(set(c["marks"] or [min(counts.values())]))
+    beyond = [m for m in marks if m > min(counts.values())]
+    if beyond:
+        raise StudyError(
+            f"config key study.steps.marks: {beyond} beyond the steps of attack(s) "
+            f"{[a for a in attacks if counts[a] < beyond[0]]} (steps {counts}); expected marks <= "
+            f"{min(counts.values())}"
+        )
+    raw = c["pairs"] or [T.letters(s.plan.tasks[:2])]
+    panels = []
+    for text in raw:
+        pair = task_list(text, "study.steps.pairs")
+        if len(pair) != 2 or pair[0] == pair[1] or any(t not in s.plan.tasks for t in pair):
+            raise StudyError(
+                f"config key study.steps.pairs: {text!r} must be two distinct tasks (main first) of the "
+                f"study's tasks {T.letters(s.plan.tasks)!r}"
+            )
+        m, a = pair
+        lm, la = letter(m), letter(a)
+        single = s.model(arch, "uniform", [m], seed, m)
+        both = s.model(arch, w, [m, a], seed, m)
+        series = [(f"{lm} model, {lm} attacked", single, [m]), (f"{lm}{la} model, {lm} attacked", both, [m]),
+                  (f"{lm}{la} model, {lm}{la} attacked", both, [m, a])]  # fmt: skip
+        panels.append({
+            "label": f"{lm}{la}", "main": lm,
+            "series": [{"label": lab, "cells": [s.cell(spec, epoch, at, attacked, m) for at in attacks]}
+                       for lab, spec, attacked in series],
+        })  # fmt: skip
+    return {
+        "layout": "steps",
+        "title": f"Vulnerability against attack steps ({arch}, epoch {epoch}; {', '.join(attacks)})",
+        "attacks": attacks,
+        "steps": [counts[a] for a in attacks],
+        "marks": marks,
+        "panels": panels,
+    }
+
+
 @dataclass(frozen=True)
 class Entry:
     """How one output is planned (its section's cells) and rendered."""
 
     plan: Callable[[Section], dict]
     renders: tuple[str, ...]
+    traced: bool = False  # its evaluations record the state after each attack step (mtlrobust.steptrace)
 
 
 # The outputs whose cell tables (results/cells/NAME.csv) feed results/claims.csv (mtlrobust claims); the
@@ -816,6 +900,7 @@ OUTPUTS: dict[str, Entry] = {
     "figure1_orders": Entry(_figure1_orders, ("table", "figure")),
     "table_sets": Entry(_table_sets, ("table",)),
     "figure1_retrained": Entry(_figure1_retrained, ("table", "figure")),
+    "steps": Entry(_steps, ("table", "figure"), traced=True),
 }
 
 
@@ -867,7 +952,9 @@ def build(config: dict) -> Plan:
             continue
         spec = entry.plan(Section(plan, name))
         evals = tuple(sorted({(c[0], c[1], c[2]) for c in cells_of(spec)}))
-        plan.outputs[name] = Output(name, name, entry.renders, spec, evals)
+        plan.outputs[name] = Output(name, name, entry.renders, spec, evals, entry.traced)
+        if entry.traced:
+            plan.traced.update(evals)
     return plan
 
 

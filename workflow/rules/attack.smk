@@ -1,4 +1,16 @@
-"""Attacks: one job per (model, milestone, attack), running every attacked subset the study needs."""
+"""Attacks: one job per (model, milestone, attack), running every attacked subset the study needs.
+
+An evaluation whose steps an output reads (PLAN.traced) runs as evaluate_traced: the same job, which also
+writes the state after each attack step next to its CSV (one attack run for every step count).
+"""
+
+EVALUATE = (
+    "OMP_NUM_THREADS={threads} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
+    " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
+)
+
+
+ruleorder: evaluate_traced > evaluate
 
 
 rule evaluate:
@@ -20,6 +32,29 @@ rule evaluate:
         evaluation=commands.evaluation(config),
         data=data_split_dir,
     shell:
-        "OMP_NUM_THREADS={threads} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
-        " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
-        " --out {output:q} > {log:q} 2>&1"
+        EVALUATE + " --out {output:q} > {log:q} 2>&1"
+
+
+rule evaluate_traced:
+    input:
+        ckpt=traced_checkpoint,
+        data=packed_files(EVAL_SPLIT),
+    output:
+        csv="results/evals/{traced}.csv",
+        steps="results/evals/{traced}.steps.csv",
+    log:
+        "logs/evaluate/{traced}.log",
+    benchmark:
+        "logs/evaluate/{traced}.benchmark.tsv"
+    wildcard_constraints:
+        traced=TRACED,
+    conda:
+        "../../envs/torch.yaml"
+    threads: config["evaluation"]["threads"]
+    params:
+        attack=lambda w: PLAN.attack_json(traced_key(w)[2]),
+        attacked=lambda w: commands.attacked(PLAN.evals[traced_key(w)]),
+        evaluation=commands.evaluation(config),
+        data=data_split_dir,
+    shell:
+        EVALUATE + " --out {output.csv:q} --steps-out {output.steps:q} > {log:q} 2>&1"

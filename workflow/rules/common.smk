@@ -92,6 +92,11 @@ def model_args(wildcards):
     return commands.model(PLAN.models[wildcards.model_id])
 
 
+def training_args(wildcards):
+    """The training settings of the model's encoder (training.per_arch overrides)."""
+    return commands.training(config, PLAN.models[wildcards.model_id].arch)
+
+
 def attack_json(wildcards):
     return PLAN.attack_json(wildcards.attack)
 
@@ -101,10 +106,30 @@ def attacked_args(wildcards):
     return commands.attacked(PLAN.evals[key])
 
 
+# Evaluations an output reads per step (rule evaluate_traced): "{model_id}/epoch{E}/{attack}" exactly.
+TRACED = (
+    "|".join(re.escape(f"{m}/epoch{e}/{a}") for m, e, a in sorted(PLAN.traced)) or "-"
+)
+
+
+def traced_key(wildcards):
+    """(model_id, epoch, attack) of an evaluate_traced job."""
+    model_id, epoch, attack = wildcards.traced.split("/")
+    return model_id, int(epoch[len("epoch") :]), attack
+
+
+def traced_checkpoint(wildcards):
+    return checkpoint(*traced_key(wildcards)[:2])
+
+
 # ------------------------------------------------------------------------------------ outputs
 def output_evals(wildcards):
-    """The evaluation CSVs of the output's own cells."""
-    return [eval_csv(k) for k in PLAN.outputs[wildcards.name].evals]
+    """The evaluation CSVs of the output's own cells (and their per-step sidecars if it reads steps)."""
+    out = PLAN.outputs[wildcards.name]
+    csvs = [eval_csv(k) for k in out.evals]
+    return (
+        csvs + [c[: -len(".csv")] + ".steps.csv" for c in csvs] if out.traced else csvs
+    )
 
 
 def output_spec(wildcards):

@@ -18,7 +18,7 @@ rule train:
     params:
         model=model_args,
         resume=resume_flag,
-        training=commands.training(config),
+        training=training_args,
         data=data_root_dir,
     shell:
         "python -m mtlrobust train --data {params.data:q} {params.model} --epochs {wildcards.epoch}"

@@ -592,10 +592,10 @@ def write(name: str, spec: dict, inputs, out: Path, cells: Path | None = None) -
 
     Layouts with their own renderer (``supplementary.TABLES``: recommend, supplementary tables) write the
     CSV and Markdown themselves and may return their cell table; none = a cell table with no row."""
-    from . import supplementary
+    from . import steps, supplementary
 
     out = Path(out)
-    other = supplementary.TABLES.get(spec.get("layout"))
+    other = {**supplementary.TABLES, **steps.TABLES}.get(spec.get("layout"))
     if other is not None:
         long = other(name, spec, list(inputs), out)
         if cells is not None:

@@ -500,3 +500,28 @@ def test_several_seeds_merge_by_seed_aggregate(coded, tmp_path):
     spec["columns"] = ["uniform:s", "uniform:d"]
     _, md, cells = TB.render_all("table1", ev, spec)
     assert cells["n_seeds"].tolist() == [2] and S.format_interval(both) in md
+
+
+def test_a_section_with_several_seeds_merges_them_in_each_cell(tmp_path):
+    c = config(
+        table1={"seeds": [0, 1]}, rq1_eps={"tasks": ["s", "d"], "attacks": ["pgd_eps16"], "seeds": [0, 1]}
+    )
+    c["seeds"] = [0, 1]
+    plan = study.build(study.validated(c))
+    cell = plan.outputs["table1"].spec["rows"][0]["cells"][1]
+    assert [parse_model_id(x[0]).seed for x in cell] == [0, 1]  # per-seed cells of one table cell
+    assert {parse_model_id(m).seed for m, _, _ in plan.outputs["table1"].evals} == {0, 1}
+    assert {parse_model_id(m).seed for m, _, _ in plan.outputs["table2"].evals} == {0}  # its own seed
+
+    def value(mid, epoch, attack, attacked, task):  # seed 1 is coded one higher
+        return code(mid, epoch, attack, attacked, task) + parse_model_id(mid).seed
+
+    paths = write_evals(tmp_path, plan, value)
+    t, md, cells = TB.render_all("table1", TB.Evaluations(paths), plan.outputs["table1"].spec)
+    row = t.set_index(["attack", "main"]).loc[("single", "s")]
+    assert row["uniform:d"] == 121.5 and row["uniform:d_lo"] < 121 < 122 < row["uniform:d_hi"]
+    assert set(cells["n_seeds"]) == {2}
+    long = TB.sweep(TB.Evaluations(paths), plan.outputs["rq1_eps"].spec)
+    assert ((long[["rel_vuln", "single_task_rel_vuln"]].abs() % 1) == 0.5).all().all()  # seed means
+    with pytest.raises(study.StudyError, match=r"study.table1.seed: seed 2 is not in config key seeds"):
+        study.build(study.validated({**c, "study": {**c["study"], "table1": {"seeds": [0, 2]}}}))

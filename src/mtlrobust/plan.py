@@ -99,6 +99,7 @@ def job_counts(plan: study.Plan) -> Counter:
         counts["download"] = 1
     counts["table"], counts["figure"] = len(plan.tables()), len(plan.figures())
     counts["theory"] = int(plan.theory is not None)
+    counts["claims"] = int(bool(plan.claims_sources()))
     counts["aggregate"] = counts["check_models"] = int(bool(plan.evals))
     counts["all"] = 1
     return +counts

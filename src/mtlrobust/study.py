@@ -389,6 +389,16 @@ class Section:
 
 
 # ------------------------------------------------------------------------------------ the outputs
+def _seeds(s: Section) -> list[int]:
+    """The section's training seeds: its ``seeds`` list (each cell then merges them) or its one ``seed``."""
+    return [s.seed(v) for v in s.cfg.get("seeds") or [s.cfg["seed"]]]
+
+
+def _merge(cells: list) -> list:
+    """One cell, or the list of its per-seed cells (``stats.seed_aggregate`` merges them in the tables)."""
+    return cells[0] if len(cells) == 1 else cells
+
+
 def _grid(s: Section, title: str, note: str, row_keys, attack_of, kind_of, pgd_of=lambda rk: None) -> dict:
     """Rows: row key x main task; columns: weighting:aux; the diagonal is the single-task model.
 
@@ -396,14 +406,14 @@ def _grid(s: Section, title: str, note: str, row_keys, attack_of, kind_of, pgd_o
     tasks), or None."""
     tasks = s.tasks()
     mains = s.mains(tasks)
-    arch, epoch, seed = s.arch(s.cfg["arch"]), s.epoch(s.cfg["epoch"]), s.seed(s.cfg["seed"])
+    arch, epoch, seeds = s.arch(s.cfg["arch"]), s.epoch(s.cfg["epoch"]), _seeds(s)
     weightings = [s.weighting(w) for w in s.cfg["weightings"]]
     columns = [f"{w}:{letter(a)}" for w in weightings for a in tasks]
     rows = []
     for rk in row_keys:
         for m in mains:
             cells = [
-                s.pair(arch, w, seed, epoch, attack_of(rk), m, a, kind_of(rk))
+                _merge([s.pair(arch, w, sd, epoch, attack_of(rk), m, a, kind_of(rk)) for sd in seeds])
                 for w in weightings
                 for a in tasks
             ]
@@ -413,7 +423,9 @@ def _grid(s: Section, title: str, note: str, row_keys, attack_of, kind_of, pgd_o
             pgd = pgd_of(rk)
             if pgd is not None:
                 row["pgd_cells"] = [
-                    s.pair(arch, w, seed, epoch, pgd, m, a, kind_of(rk)) for w in weightings for a in tasks
+                    _merge([s.pair(arch, w, sd, epoch, pgd, m, a, kind_of(rk)) for sd in seeds])
+                    for w in weightings
+                    for a in tasks
                 ]
             rows.append(row)
     title = title.format(arch=arch, epoch=epoch)
@@ -522,8 +534,10 @@ def _table3(s: Section) -> dict:
         f"{kind}-task attacks, {w} models)",
         "note": "n = number of (main, auxiliary) cells present in both settings; '-' = undefined "
         "(fewer than 3 cells or a constant input).",
-        "rows": [{"key": k, "proxy": p, "target": t, "x": x, "y": y}
-                 for k, (p, t, x, y) in zip(("epochs", "arch", "clean"), rows, strict=True)],
+        "rows": [
+            {"key": k, "proxy": p, "target": t, "x": x, "y": y}
+            for k, (p, t, x, y) in zip(("epochs", "arch", "clean"), rows, strict=True)
+        ],
     }
 
 
@@ -572,11 +586,11 @@ def _figure1(s: Section) -> dict:
 def _sweep(s: Section, axis: str, settings) -> dict:
     """Uniform pair models vs single-task models of the section's tasks, per (label, arch, epoch, attack)."""
     tasks = s.tasks()
-    seed = s.seed(s.cfg["seed"])
+    seeds = _seeds(s)
     rows = []
     for label, arch, epoch, attack in settings:
         for m in tasks:
-            base = s.pair(arch, "uniform", seed, epoch, attack, m, m, "single")
+            base = _merge([s.pair(arch, "uniform", sd, epoch, attack, m, m, "single") for sd in seeds])
             for a in tasks:
                 if a == m:
                     continue
@@ -584,7 +598,8 @@ def _sweep(s: Section, axis: str, settings) -> dict:
                     rows.append(
                         {"value": label, "attack": attack, "arch": arch, "epoch": epoch, "main": letter(m),
                          "aux": letter(a), "kind": kind, "base": base,
-                         "cell": s.pair(arch, "uniform", seed, epoch, attack, m, a, kind)}
+                         "cell": _merge([s.pair(arch, "uniform", sd, epoch, attack, m, a, kind)
+                                         for sd in seeds])}
                     )  # fmt: skip
     return {
         "layout": "sweep",
@@ -912,7 +927,7 @@ def cells_of(spec: dict) -> list[list]:
         if isinstance(node, dict):
             for k, v in node.items():
                 if k in ("cell", "base") or (k in ("proxy", "target") and isinstance(v, list)):
-                    out.append(v)
+                    out.extend(v if v and isinstance(v[0], list) else [v])  # a cell or per-seed cells
                 elif k in ("cells", "pgd_cells"):  # a cell, or a list of per-seed cells
                     for c in v:
                         if c is not None:

@@ -5,16 +5,20 @@ must equal the evaluation CSV, and recording must not change the attack's result
 """
 
 import csv
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from test_evaluate import META, TASKS, VIEWS, Data, Tiny
 
 from mtlrobust import evaluate as EV
 from mtlrobust import steptrace as ST
+from mtlrobust import study
 from mtlrobust import tasks as T
+from mtlrobust.analysis import steps as steps_out
 from mtlrobust.attacks import run_attack
-
-from test_evaluate import META, TASKS, VIEWS, Data, Tiny
 
 SPECS = {
     "pgd": {"name": "pgd", "method": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 4},
@@ -116,3 +120,82 @@ def test_steps_csv_is_written_with_a_trailer(tmp_path):
     assert lines[0].split(",") == ST.COLUMNS
     assert lines[-1] == f"# end of steps: {len(steps)} rows"
     assert len(list(csv.reader(lines[1:-1]))) == len(steps)
+
+
+# ------------------------------------------------------------------------------------ plan and output
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _study(**steps):
+    c = yaml.safe_load((REPO / "studies" / "test.yaml").read_text())
+    c["attacks"]["none"] = {"method": "none"}
+    c["study"]["steps"] = steps
+    return study.validated(c)
+
+
+def test_the_steps_output_traces_exactly_its_own_evaluations():
+    p = study.build(_study(pairs=["sd"], marks=[1, 2]))
+    out = p.outputs["steps"]
+    assert out.traced and p.traced == set(out.evals)
+    assert not any(o.traced for n, o in p.outputs.items() if n != "steps")
+    series = out.spec["panels"][0]["series"]
+    assert [s["label"] for s in series] == [
+        "s model, s attacked",
+        "sd model, s attacked",
+        "sd model, sd attacked",
+    ]
+    assert [c[2:] for c in series[2]["cells"]] == [[a, "seg+depth_z", "seg"] for a in ("pgd", "apgd", "wgd")]
+    assert not study.build(_study(enabled=False)).traced
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ({"marks": [3]}, r"study\.steps\.marks: \[3\] beyond the steps"),
+        ({"pairs": ["ss"]}, r"study\.steps\.pairs: task list \['s', 's'\] repeats"),
+        ({"pairs": ["sD"]}, r"study\.steps\.pairs: 'sD' must be two distinct tasks"),
+        (
+            {"attacks": ["pgd", "none"]},
+            r"study\.steps\.attacks: attack 'none' \(method 'none'\) takes no steps",
+        ),
+        ({"attacks": ["pgd", "nope"]}, r"study\.steps\.attacks: attack 'nope' is not defined"),
+    ],
+)
+def test_steps_section_mistakes_name_the_key(steps, message):
+    with pytest.raises(study.StudyError, match=message):
+        study.build(_study(**steps))
+
+
+def _sidecar(path, model_id, attack, errors, losses):
+    """A steps CSV of one attacked subset 'seg', task seg: errors/losses [samples][steps + 1]."""
+    rows = [[model_id, "2", attack, "pgd", "seg", str(i), "seg", str(t), str(losses[i][t]), str(e)]
+            for i, errs in enumerate(errors) for t, e in enumerate(errs)]  # fmt: skip
+    ST.write_csv(rows, path)
+    return path
+
+
+def test_steps_table_computes_vulnerability_and_loss_change_per_step(tmp_path):
+    series = {"label": "s model, s attacked", "cells": [["m", 2, "pgd", "seg", "seg"]]}
+    panel = {"label": "sd", "main": "s", "series": [series]}
+    spec = {"title": "t", "attacks": ["pgd"], "steps": [2], "marks": [2], "panels": [panel]}
+    errors = [[0.5, 0.6, 1.0], [0.2, 0.2, 0.3], [0.4, 0.5, 0.6]]
+    losses = [[1.0, 2.0, 3.0], [1.0, 1.0, 2.0], [1.0, 3.0, 4.0]]
+    path = _sidecar(tmp_path / "pgd.steps.csv", "m", "pgd", errors, losses)
+    table = steps_out.table(spec, steps_out.load([tmp_path / "pgd.csv", path]))
+    assert table["step"].tolist() == [1, 2] and table["marked"].tolist() == [False, True]
+    want = [np.mean([(e[t] - e[0]) / e[0] for e in errors]) for t in (1, 2)]
+    np.testing.assert_allclose(table["rel_vuln"], want)
+    np.testing.assert_allclose(table["loss_change"], [(2.0 - 1.0) / 1.0, (3.0 - 1.0) / 1.0])
+    assert (table["rel_vuln_lo"] <= table["rel_vuln"]).all()
+    assert (table["rel_vuln"] <= table["rel_vuln_hi"]).all()
+    steps_out.write_table("steps", spec, [path], tmp_path / "steps.csv")
+    md = (tmp_path / "steps.md").read_text()
+    assert "| pgd, 2 steps |" in md and "| s model, s attacked | 0.67 [0.50, 1.00] |" in md
+    assert steps_out.write_figure("steps", spec, [path], tmp_path / "steps.png")[1].suffix == ".pdf"
+
+
+def test_a_steps_csv_cut_short_is_refused(tmp_path):
+    path = _sidecar(tmp_path / "pgd.steps.csv", "m", "pgd", [[0.5, 0.6]], [[1.0, 2.0]])
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[:-2]))
+    with pytest.raises(ValueError, match="incomplete steps CSV"):
+        steps_out.read_steps(path)

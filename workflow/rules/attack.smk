@@ -4,11 +4,6 @@ An evaluation whose steps an output reads (PLAN.traced) runs as evaluate_traced:
 writes the state after each attack step next to its CSV (one attack run for every step count).
 """
 
-EVALUATE = (
-    "OMP_NUM_THREADS={threads} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
-    " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
-)
-
 
 ruleorder: evaluate_traced > evaluate
 
@@ -32,7 +27,9 @@ rule evaluate:
         evaluation=commands.evaluation(config),
         data=data_split_dir,
     shell:
-        EVALUATE + " --out {output:q} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
+        " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_traced:
@@ -57,4 +54,6 @@ rule evaluate_traced:
         evaluation=commands.evaluation(config),
         data=data_split_dir,
     shell:
-        EVALUATE + " --out {output.csv:q} --steps-out {output.steps:q} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
+        " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
+        " --out {output.csv:q} --steps-out {output.steps:q} > {log:q} 2>&1"

@@ -106,7 +106,7 @@ def attacked_args(wildcards):
     return commands.attacked(PLAN.evals[key])
 
 
-# Evaluations an output reads per step (rule evaluate_traced): "{model_id}/epoch{E}/{attack}" exactly.
+# Evaluations an output reads per step, run by evaluate_traced: "{model_id}/epoch{E}/{attack}" exactly.
 TRACED = (
     "|".join(re.escape(f"{m}/epoch{e}/{a}") for m, e, a in sorted(PLAN.traced)) or "-"
 )

@@ -42,11 +42,18 @@ def test_training_resumes_and_evaluations_charge_each_subset_and_step():
     )  # fmt: skip
     assert hours[("train", "resnet18")] == pytest.approx(150.0)  # 150 epochs x 1 h
     assert hours[("evaluate", "resnet18")] == pytest.approx(10 * 2 * 27 * 36 * 2 / 3 / 3600)
-    with pytest.raises(SystemExit, match="resnet18"):  # no seconds for an architecture the study trains
+    with pytest.raises(ValueError, match="resnet18"):  # no seconds for an architecture the study trains
         plan.estimate(jobs, {"xception": 1.0}, 100, 1000)
 
 
 def test_cli_prints_counts_and_hours_as_json(capsys):
     assert cli.main(["plan", "--configfile", str(REPO / "studies" / "paper.yaml"), "--json"]) == 0
     out = capsys.readouterr().out
-    assert '"train": 279' in out and '"evaluate/resnet18"' in out
+    assert '"train": 294' in out and '"evaluate/resnet18"' in out
+
+
+@pytest.mark.parametrize("flag", ["--epoch-images", "--test-images"])
+def test_cli_rejects_image_counts_below_one(flag, capsys):
+    assert cli.main(["plan", "--configfile", str(REPO / "studies" / "test.yaml"), flag, "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"mtlrobust plan: error: {flag}: expected a number of images >= 1, got 0"]

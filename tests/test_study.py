@@ -11,7 +11,7 @@ from snakemake_interface_common.exceptions import WorkflowError
 
 from mtlrobust import attacks, commands, ids, models, study
 from mtlrobust import tasks as T
-from mtlrobust.analysis import figures, supplementary, tables
+from mtlrobust.analysis import figures, steps, supplementary, tables
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load(study.SCHEMA.read_text())
@@ -238,6 +238,9 @@ def test_every_output_has_a_schema_section_and_a_renderer():
         layout = out.spec["layout"]
         if layout in supplementary.TABLES:  # a table with its own writer (of the evaluation files)
             assert out.renders == ("table",) and callable(supplementary.TABLES[layout])
+            continue
+        if layout in steps.TABLES:  # reads the per-step sidecars too (out.traced)
+            assert out.traced and callable(steps.TABLES[layout]) and callable(steps.FIGURES[layout])
             continue
         if "table" in out.renders:
             assert layout in ("grid", "correlations", "sweep", "bars")

@@ -53,11 +53,11 @@ def load_per_epoch_seconds(value: str) -> dict[str, float]:
     try:
         table = json.loads(text)
     except json.JSONDecodeError as e:
-        raise SystemExit(
+        raise ValueError(
             f"--per-epoch-seconds: {value!r} is neither a JSON file nor a JSON object ({e})"
         ) from None
     if not isinstance(table, dict) or not all(isinstance(v, int | float) and v > 0 for v in table.values()):
-        raise SystemExit(f"--per-epoch-seconds: expected {{arch: seconds > 0}}, got {table!r}")
+        raise ValueError(f"--per-epoch-seconds: expected {{arch: seconds > 0}}, got {table!r}")
     return {str(k): float(v) for k, v in table.items()}
 
 
@@ -111,7 +111,7 @@ def estimate(jobs: list[dict], per_epoch: dict[str, float], epoch_images: int, t
     hours: Counter = Counter()
     missing = sorted({j["arch"] for j in jobs} - set(per_epoch))
     if missing:
-        raise SystemExit(f"--per-epoch-seconds has no entry for architecture(s) {missing}")
+        raise ValueError(f"--per-epoch-seconds has no entry for architecture(s) {missing}")
     for job in jobs:
         arch = job["arch"]
         if job["rule"] == "train":
@@ -157,6 +157,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    for flag, value in (("--epoch-images", args.epoch_images), ("--test-images", args.test_images)):
+        if value < 1:
+            raise ValueError(f"{flag}: expected a number of images >= 1, got {value}")
     if args.per_epoch_seconds:
         per_epoch, source = load_per_epoch_seconds(args.per_epoch_seconds), "from --per-epoch-seconds"
     else:

@@ -69,8 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------------ gradients
-def input_gradients(model, x, targets, masks, task_ids) -> dict:
-    """{task_id: d L_task / dx as [B, D]} from one forward pass (eval-mode samples are independent)."""
+def input_gradients(model, x, targets, masks, task_ids, reduction: str = "valid") -> dict:
+    """{task_id: d L_task / dx as [B, D]} from one forward pass (eval-mode samples are independent).
+
+    ``reduction``: the per-task loss reduction (tasks.REDUCTIONS); ``run`` passes the model's training one.
+    """
     import torch
 
     from .. import tasks as T
@@ -78,7 +81,9 @@ def input_gradients(model, x, targets, masks, task_ids) -> dict:
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         out = model(x)
-        losses = {t: T.get(t).loss(out[t], targets[t], masks.get(t)).sum() for t in task_ids}
+        losses = {
+            t: T.get(t).loss(out[t], targets[t], masks.get(t), reduction=reduction).sum() for t in task_ids
+        }
         grads = {}
         for k, t in enumerate(task_ids):
             (g,) = torch.autograd.grad(losses[t], x, retain_graph=k < len(task_ids) - 1)
@@ -203,8 +208,9 @@ def theory_rows(stats: GradientStats, orders, eps: float) -> list[dict]:
 
 
 def compute(
-    model, dataset, task_ids, orders, norm: str, eps: float, *, batch_size=16, limit=None, device="cpu"
-):
+    model, dataset, task_ids, orders, norm: str, eps: float, *, batch_size=16, limit=None, device="cpu",
+    reduction="valid",
+):  # fmt: skip
     """GradientStats over the split (first ``limit`` samples) and the theory rows."""
     from tqdm import tqdm
 
@@ -219,7 +225,7 @@ def compute(
         x, targets, masks = dataset.batch(list(range(start, min(start + batch_size, n))))
         targets = {k: v.to(device) for k, v in targets.items()}
         masks = {k: v.to(device) for k, v in masks.items()}
-        stats.update(input_gradients(model, x.to(device), targets, masks, task_ids))
+        stats.update(input_gradients(model, x.to(device), targets, masks, task_ids, reduction))
     return stats, theory_rows(stats, orders, eps)
 
 
@@ -268,6 +274,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         limit=args.limit,
         device=device,
+        reduction=(meta.get("hparams") or {}).get("loss_reduction", "valid"),  # the loss it was trained on
     )
     head = dict(
         model_id=meta["model_id"],

@@ -87,12 +87,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------------------ parsing
 def parse_spec(text: str) -> dict:
     """The attack spec JSON: a dict with at least "name" and "method"."""
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--attack-json is not valid JSON ({e}): {text!r}") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"--attack-json must be a JSON object, got {type(spec).__name__}: {text!r}")
+    from .values import json_object
+
+    spec = json_object(text, "--attack-json")
     missing = [k for k in ("name", "method") if k not in spec]
     if missing:
         raise ValueError(f"--attack-json lacks key(s) {missing}; got keys {sorted(spec)}")

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, values
 from . import tasks as T
 from .baseline import TRIVIAL_COLUMN, VAL_COLUMN, constant_predictor, target_statistics, trivial_output
 from .checkpoint import FORMAT, check_expect, checkpoint_meta, load_checkpoint, non_finite_tensors, save
@@ -73,12 +73,9 @@ def _tasks(text: str) -> list[str]:
 
 def _weights(text: str) -> dict:
     try:
-        w = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"not valid JSON ({e}): {text!r}") from None
-    if not isinstance(w, dict):
-        raise ValueError(f'expected a JSON object like {{"seg": 1, "depth_z": 0.1}}, got {text!r}')
-    return w
+        return values.json_object(text, "--weights-json")
+    except ValueError as e:  # argparse prints it as "argument --weights-json: ..."
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--weights-json: ")) from None
 
 
 def _int_list(text: str) -> list[int]:
@@ -268,12 +265,12 @@ def init_outputs_at_prior(model, stats: Mapping[str, list[float]]) -> None:
     stayed worse than the constant predictor. Starting at the prior removes that phase.
     """
     with torch.no_grad():
-        for tid, values in stats.items():
+        for tid, prior in stats.items():
             layer = model.output_layer(tid)
             layer.weight.zero_()
             if layer.bias is None:
                 continue
-            v = torch.tensor(values, dtype=layer.bias.dtype)
+            v = torch.tensor(prior, dtype=layer.bias.dtype)
             if T.get(tid).is_segmentation:
                 v = torch.log(v.clamp_min(1e-4))
             layer.bias.copy_(v)

@@ -1,4 +1,4 @@
-"""Parsing of attack budgets and other fractions of the input range, written as 0.0314 or "8/255".
+"""Parsing of command-line values: attack budgets (0.0314 or "8/255") and JSON objects (specs, weights).
 
 Inputs live in [0, 1], so a budget above 1 (or NaN, or infinite) is always a mistake, most often a
 budget meant as "8" for 8/255. One parser for the CLI flags and the study file, so both reject the same.
@@ -7,8 +7,10 @@ budget meant as "8" for 8/255. One parser for the CLI flags and the study file, 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from fractions import Fraction
+from pathlib import Path
 
 
 def budget(value, name: str, *, positive: bool = False, maximum: float = 1.0) -> float:
@@ -43,3 +45,15 @@ def budget_arg(name: str, **kw):
 
     parse.__name__ = name
     return parse
+
+
+def json_object(value: str, name: str, *, files: bool = False) -> dict:
+    """``value`` as a JSON object (with ``files``: or a file holding one); errors name ``name``."""
+    text = Path(value).read_text() if files and not value.lstrip().startswith("{") else value
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name}: not valid JSON ({e}): {value[:200]!r}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{name}: expected a JSON object, got {type(obj).__name__}: {value[:200]!r}")
+    return obj

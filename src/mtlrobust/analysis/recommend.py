@@ -35,7 +35,6 @@ statistics repeated, then one row with main ``all``) and ``recommend.md`` next t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,7 +43,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from .. import files
+from .. import files, values
 from . import stats as S
 from .aggregate import KEY, input_paths, read_eval
 
@@ -83,14 +82,7 @@ class Pair:
 
 def load_spec(value: str) -> dict:
     """A spec given as a JSON file or as JSON text (``--spec``)."""
-    text = value if value.lstrip().startswith("{") else Path(value).read_text()
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--spec {value[:200]!r}: not valid JSON ({e})") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"--spec {value[:200]!r}: expected a JSON object")
-    return spec
+    return values.json_object(value, "--spec", files=True)
 
 
 def _cell(value, where: str) -> tuple:

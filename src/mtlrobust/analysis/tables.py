@@ -26,7 +26,6 @@ Layouts:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import warnings
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import files
+from .. import files, values
 from . import stats as S
 from .aggregate import KEY, read_eval, reduce_eval
 
@@ -576,14 +575,7 @@ def render(name: str, ev: Evaluations, spec: dict) -> tuple[pd.DataFrame, str]:
 
 def load_spec(value: str) -> dict:
     """A spec given as a JSON file or as JSON text (``--spec``)."""
-    text = Path(value).read_text() if not value.lstrip().startswith("{") else value
-    try:
-        spec = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--spec {value[:200]!r}: not valid JSON ({e})") from None
-    if not isinstance(spec, dict):
-        raise ValueError(f"--spec {value[:200]!r}: expected a JSON object")
-    return spec
+    return values.json_object(value, "--spec", files=True)
 
 
 def write(name: str, spec: dict, inputs, out: Path, cells: Path | None = None) -> None:

@@ -17,8 +17,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = yaml.safe_load((REPO / "studies" / "test.yaml").read_text())
-TABLES = ["table1", "table2", "table3", "figure1", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs"]
-FIGURES = ["figure1", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs"]
+MORE = ["recommend", "supp_tables", "figure1_orders", "table_sets", "figure1_retrained", "steps"]  # issue 11
+TABLES = ["table1", "table2", "table3", "figure1", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs", *MORE]
+FIGURES = ["figure1", "rq1_norm", "rq1_eps", "rq1_arch", "rq1_epochs", "figure1_orders", "figure1_retrained"]
+FIGURES += ["steps"]
 ANALYSIS_RULES = {"aggregate", "table", "figure", "all"}
 
 

@@ -130,7 +130,7 @@ def test_every_table_has_a_cell_table(study_run, name):
     assert (study_run / "results" / f"{name}.md").read_text().count("[") > 0  # values with intervals
     if name in ("table1", "table2", "table3", "figure1"):
         assert len(read_cells(study_run / "results" / "cells" / f"{name}.csv")) > 0  # claims.py's contract
-    else:
+    elif name != "steps":  # steps: per-step values in steps.csv, no cell of claims.py's contract
         assert len(pd.read_csv(study_run / "results" / "cells" / f"{name}.csv")) > 0
 
 
@@ -204,12 +204,17 @@ def test_changing_one_attack_reruns_only_its_jobs_and_the_outputs_showing_it(stu
     assert proc.returncode == 0, proc.stderr
     jobs = planned_jobs(proc.stdout + proc.stderr)
     evaluations = [w for rule, w in jobs if rule == "evaluate"]
+    for rule, w in jobs:  # steps output evaluations record every step; wildcard model/epochE/attack
+        if rule == "evaluate_traced":
+            model_id, epoch, attack = w["traced"].split("/")
+            evaluations.append({"model_id": model_id, "epoch": epoch.removeprefix("epoch"), "attack": attack})
     assert evaluations and all(w["attack"] == "wgd" for w in evaluations)
     wgd_models = {p.parent.parent.name for p in (study_run / "results" / "evals").glob("*/epoch*/wgd.csv")}
     assert {w["model_id"] for w in evaluations} == wgd_models
-    others = sorted((rule, w.get("name", "")) for rule, w in jobs if rule != "evaluate")
-    # only Table 2 shows WGD (and the claims read its cell table)
-    assert others == [("aggregate", ""), ("all", ""), ("claims", ""), ("table", "table2")]
+    others = sorted((rule, w.get("name", "")) for rule, w in jobs if not rule.startswith("evaluate"))
+    # only Table 2 and the steps output show WGD (and the claims read Table 2's cell table)
+    assert others == [("aggregate", ""), ("all", ""), ("claims", ""), ("figure", "steps"), ("table", "steps"),
+                      ("table", "table2")]  # fmt: skip
 
 
 def test_bad_config_fails_before_any_job_with_a_clear_message(tmp_path):

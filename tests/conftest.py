@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mtlrobust import tasks as T
@@ -11,6 +13,9 @@ from mtlrobust.data.synthetic import synthesize
 # 3 buildings (train / val / test one each) x 2 points x 3 views, all 11 domains, 64 px.
 SYNTH = {"buildings": 3, "points": 2, "views": 3, "resolution": 64, "seed": 0}
 PACKED_RESOLUTION = 32
+
+# Tests call stages in-process (cli.main) to capture their output: never hand them to a warm-start worker.
+os.environ.pop("MTLROBUST_WARM", None)
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,14 @@ DATASET = config["dataset"]["name"]
 EVAL_SPLIT = config["evaluation"]["split"]
 
 
+onstart:
+    # Local runs: the torch stages fork from a worker that imported torch once (mtlrobust.warmstart,
+    # README "Warm start"), not ~3 CPU-s of imports per job. Never for cluster jobs (their CPUs and
+    # memory belong to their allocation); MTLROBUST_WARM=0 turns it off.
+    if workflow.local_exec:
+        os.environ.setdefault("MTLROBUST_WARM", "1")
+
+
 # ------------------------------------------------------------------------------------ data
 def packed_files(split, dataset=DATASET):
     """The prepared arrays of one split (what a job reading it depends on)."""

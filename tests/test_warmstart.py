@@ -37,7 +37,7 @@ def warm_env():
     limited to 108 bytes); the worker is stopped afterwards."""
     runtime = Path(tempfile.mkdtemp(prefix="mw", dir="/tmp"))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "XDG_RUNTIME_DIR": str(runtime)}
-    env.update(MTLROBUST_WARM="1", MTLROBUST_WARM_IDLE="300")
+    env.update(MTLROBUST_WARM="1", MTLROBUST_WARM_IDLE="300", OMP_NUM_THREADS="1")
     env.pop("SLURM_JOB_ID", None)
     yield env
     subprocess.run([sys.executable, "-m", "mtlrobust.warmstart", "stop"], env=env, check=True)
@@ -76,9 +76,9 @@ def _eval_argv(ckpt: Path, root: Path, out: Path) -> list:
 
 @pytest.mark.slow
 def test_warm_stages_write_the_same_bytes_as_cold_ones(fake_root, warm_env, tmp_path):
-    cold_env = {**warm_env, "MTLROBUST_WARM": "0", "OMP_NUM_THREADS": "1"}
+    cold_env = {**warm_env, "MTLROBUST_WARM": "0"}
     log = _worker_log(warm_env)
-    for name, env in (("cold", cold_env), ("warm", {**warm_env, "OMP_NUM_THREADS": "1"})):
+    for name, env in (("cold", cold_env), ("warm", warm_env)):
         out = tmp_path / name
         trained = _cli(env, *_train_argv(fake_root, out))
         assert trained.returncode == 0, trained.stderr
@@ -121,6 +121,13 @@ def test_ending_the_command_ends_its_forked_job(fake_root, warm_env, tmp_path):
     (line,) = [line for line in log.read_text().splitlines() if mark in line]
     child = int(line.split()[1].rstrip(":"))
     assert Path(f"/proc/{child}").exists()
+    # Stopping the worker leaves its running jobs alone, and a new worker can start beside them.
+    subprocess.run([sys.executable, "-m", "mtlrobust.warmstart", "stop"], env=warm_env, check=True)
+    while list(log.parent.glob("*.sock")):
+        assert time.monotonic() < deadline, "the worker did not stop"
+        time.sleep(0.2)
+    _worker_log(warm_env)
+    assert Path(f"/proc/{child}").exists() and command.poll() is None
     command.send_signal(signal.SIGTERM)
     command.wait(timeout=30)
     deadline = time.monotonic() + 30
@@ -150,7 +157,10 @@ def test_an_edited_source_file_or_import_time_variable_gets_another_worker(tmp_p
     edited = warmstart.fingerprint(package)
     assert edited != before
     monkeypatch.setenv("PYTHONHASHSEED", "123")
-    assert warmstart.fingerprint(package) != edited
+    hashseed = warmstart.fingerprint(package)
+    assert hashseed != edited
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # thread pools are sized when their libraries load
+    assert warmstart.fingerprint(package) != hashseed
 
 
 def test_a_socket_dir_others_can_enter_is_not_used(tmp_path, monkeypatch):
@@ -161,3 +171,16 @@ def test_a_socket_dir_others_can_enter_is_not_used(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / ("x" * 120)))
     (tmp_path / ("x" * 120)).mkdir()
     assert warmstart.socket_path() is None  # too long for a Unix socket: run cold
+
+
+def test_a_worker_that_cannot_import_is_not_started_again(tmp_path, monkeypatch):
+    path = tmp_path / "x.sock"
+    monkeypatch.setattr(warmstart, "PRELOAD", ("torch", "mtlrobust.no_such_module"))
+    assert warmstart.serve(path) == 1
+    assert path.with_suffix(".failed").exists() and not path.exists()
+
+    def no_fork():
+        raise AssertionError("a worker was started again")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    warmstart._spawn(path)  # commands of this fingerprint now run cold without trying

@@ -7,8 +7,10 @@ import copy
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -24,13 +26,15 @@ FIGURES += ["steps"]
 ANALYSIS_RULES = {"aggregate", "table", "figure", "all"}
 
 
-def snakemake(workdir: Path, config: dict, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, config: dict, *args: str, timeout: int = 1800, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the repository's workflow on `config` inside `workdir`."""
     configfile = workdir / "study.yaml"
     configfile.write_text(yaml.safe_dump(config, sort_keys=False))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
            "--directory", str(workdir), "--configfile", str(configfile), "--cores", "2", *args]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def planned_jobs(output: str) -> list[tuple[str, dict]]:
@@ -52,9 +56,30 @@ def study_run(tmp_path_factory):
     keep = os.environ.get("MTLROBUST_TEST_WORKDIR")
     workdir = Path(keep) if keep else tmp_path_factory.mktemp("study")
     workdir.mkdir(parents=True, exist_ok=True)
-    proc = snakemake(workdir, STUDY)
+    runtime = Path(tempfile.mkdtemp(prefix="mw", dir="/tmp"))  # the warm-start worker's, short for its socket
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    env.pop("MTLROBUST_WARM", None)
+    proc = snakemake(workdir, STUDY, env=env)
+    subprocess.run([sys.executable, "-m", "mtlrobust.warmstart", "stop"], env=env, check=True)
+    logs = list(runtime.glob("mtlrobust-warm-*/*.log"))
+    (workdir / "warm-worker.log").write_text("".join(log.read_text() for log in logs))
+    shutil.rmtree(runtime)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     return workdir
+
+
+@pytest.mark.slow
+def test_local_runs_fork_the_torch_jobs_from_a_warm_worker(study_run):
+    """The workflow turns warm start on for local runs: most torch jobs were forked, and all succeeded."""
+    log = (study_run / "warm-worker.log").read_text()
+    logs = study_run / "logs"
+    torch_jobs = [*(logs / "train").rglob("*.log"), *(logs / "evaluate").rglob("*.log")]
+    torch_jobs += logs.glob("theory*")
+    started = re.findall(r"^pid \d+: mtlrobust (train|evaluate|theory) ", log, re.M)
+    forked = re.findall(r"^pid \d+: exit (\d+), ", log, re.M)
+    assert "ready on" in log and set(forked) == {"0"} and len(forked) == len(started), log[-3000:]
+    # the first jobs run cold while the worker imports torch
+    assert len(torch_jobs) // 2 <= len(forked) <= len(torch_jobs), (len(forked), len(torch_jobs))
 
 
 def _read(run_dir: Path, name: str) -> pd.DataFrame:

@@ -1,24 +1,24 @@
-"""Warm start: one worker per Python environment imports torch once; each torch stage the workflow
-runs (train, evaluate, theory) is a child forked from it instead of a fresh interpreter.
+"""Warm start: one worker per Python environment imports torch once; each torch stage the workflow runs
+(train, evaluate, theory) is a child forked from it instead of a fresh interpreter.
 
-Why: ``import torch`` (plus ``torch._dynamo``, which torch's optimizers import on their first step)
-costs 2.5-4.4 CPU-s per process, 17-19 % of the default study's CPU when each of its 85 torch jobs pays
-it. A forked child starts with everything imported; the ``mtlrobust`` command that asked for it costs
-~0.1 CPU-s.
+Why: ``import torch`` (plus ``torch._dynamo``, which torch's optimizers import on their first step) costs
+2.8-4.6 CPU-s per process, ~21 % of the default study's CPU when each of its 85 torch jobs pays it. A
+forked child starts with everything imported; the hand-over costs ~0.3 CPU-s.
 
 How: the workflow sets ``MTLROBUST_WARM=1`` for local runs (never for cluster jobs; the command also
 refuses inside a SLURM job, whose CPUs and memory must stay in its allocation). ``mtlrobust STAGE ...``
 then connects to the worker's Unix socket and hands over its arguments, working directory, environment,
-umask and stdin/stdout/stderr; the child runs exactly ``mtlrobust STAGE ...`` with them, with the thread
-count the environment asks for and freshly seeded ``random``/``numpy`` global generators, and the
-command exits with the child's status. Ending the command (Ctrl-C, Snakemake cancelling a job) ends
-the child. With no worker yet, the command starts one in the background and runs cold; a worker exits
-after ``MTLROBUST_WARM_IDLE`` seconds (default 120) without a new job.
+umask and stdin/stdout/stderr; the child runs exactly ``mtlrobust STAGE ...`` with them, with freshly
+seeded ``random``/``numpy`` global generators, and the command exits with the child's status. Ending the
+command (Ctrl-C, Snakemake cancelling a job) ends the child. With no worker yet, the command starts one in
+the background and runs cold; a worker exits after ``MTLROBUST_WARM_IDLE`` seconds (default 120) without a
+new job.
 
-The socket's name hashes the interpreter, the environment variables read at import time and the
-package's source files, so a different environment (another conda env, a container) or an edited
-source file never reaches an old worker. Sockets live in a directory only this user can enter.
-``python -m mtlrobust.warmstart stop`` ends this user's workers now.
+The socket's name hashes the interpreter, the environment variables read at start-up (thread-pool sizes
+such as ``OMP_NUM_THREADS`` included) and the package's source files, so a different environment (another
+conda env, a container, other thread counts) or an edited source file never reaches an old worker. Sockets
+live in a directory only this user can enter. ``python -m mtlrobust.warmstart stop`` ends this user's
+workers now.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ IDLE_ENV = "MTLROBUST_WARM_IDLE"
 # What a child would otherwise import itself: the torch stages' modules and what torch's optimizers
 # import on their first step.
 PRELOAD = ("torch", "torch._dynamo", *(cli.COMMANDS[stage][0] for stage in cli.TORCH_STAGES))
-# Read by libraries when they load, so a worker started under other values would behave differently.
-IMPORT_TIME_ENV = ("PYTHON", "TORCH", "PYTORCH", "LD_", "CUDA_MODULE_LOADING", "KMP_", "GOMP_")
-# Thread counts are set per child (torch.set_num_threads), so the worker starts without them.
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Read by the interpreter or by libraries when they load (thread pools: OMP_NUM_THREADS, ...): a worker
+# serves only commands with the values it was started with, so its libraries are set up as theirs would be.
+IMPORT_TIME_ENV = ("PYTHON", "TORCH", "PYTORCH", "LD_", "CUDA", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_",
+                   "GOTO_", "VECLIB_", "NUMEXPR_", "NUMPY_")  # fmt: skip
 _INT = struct.Struct("!i")
 _SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux
 
@@ -69,7 +69,7 @@ def enabled() -> bool:
 
 
 def fingerprint(package_dir: str | os.PathLike | None = None) -> str:
-    """Hash of what a worker's imports depend on: interpreter, import-time environment, source files."""
+    """Hash of what a worker's state depends on: interpreter, import-time environment, source files."""
     h = hashlib.sha256()
     exe = os.stat(os.path.realpath(sys.executable))
     h.update(f"{os.path.realpath(sys.executable)}|{exe.st_dev}|{exe.st_ino}|{sys.version}".encode())
@@ -162,8 +162,11 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def _spawn(path: Path) -> None:
-    """Start a worker for ``path``, detached (its own session, not this job's child), and return."""
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_ENV}
+    """Start a worker for ``path``, detached (its own session, not this job's child), and return;
+    not again once a worker of this fingerprint failed to import its modules (see its log)."""
+    if path.with_suffix(".failed").exists():
+        return
+    env = dict(os.environ)
     package_parent = str(Path(__file__).resolve().parent.parent)  # the worker imports this very package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
     pid = os.fork()
@@ -196,12 +199,15 @@ def serve(path: Path) -> int:
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
     lock.flush()
-    for name in PRELOAD:
-        importlib.import_module(name)
-    import torch
-
-    assert not torch.cuda.is_initialized(), "CUDA must not be initialised before fork"
-    default_threads = torch.get_num_threads()
+    try:
+        for name in PRELOAD:
+            importlib.import_module(name)
+        if sys.modules["torch"].cuda.is_initialized():
+            raise RuntimeError("CUDA was initialised while importing: children could not use it after fork")
+    except BaseException:
+        traceback.print_exc()
+        path.with_suffix(".failed").touch()  # commands of this fingerprint run cold from now on
+        return 1
     idle = float(os.environ.get(IDLE_ENV) or 120)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()  # a crashed worker's socket; we hold the lock
@@ -221,7 +227,7 @@ def serve(path: Path) -> int:
                 break
             with conn:
                 try:
-                    _fork_child(conn, srv, default_threads)
+                    _fork_child(conn, (srv, lock))
                 except Exception:  # one bad request must not end the worker
                     traceback.print_exc()
     finally:
@@ -233,7 +239,8 @@ def serve(path: Path) -> int:
     return 0
 
 
-def _fork_child(conn: socket.socket, srv: socket.socket, default_threads: int) -> None:
+def _fork_child(conn: socket.socket, worker_files: tuple) -> None:
+    """Read one request and fork its child; the child never returns (it exits with the stage's status)."""
     conn.settimeout(10)
     head, fds, _, _ = socket.recv_fds(conn, _INT.size, 3)
     head += _recv_exact(conn, _INT.size - len(head))
@@ -249,8 +256,9 @@ def _fork_child(conn: socket.socket, srv: socket.socket, default_threads: int) -
     # Each job's CPU time goes to the worker's log: a rule's benchmark: file sees only the command's.
     code, log = 1, os.dup(1)
     try:
-        srv.close()
-        _become(request, fds, default_threads)
+        for f in worker_files:  # the listening socket, and the lock: a long job must not hold it
+            f.close()
+        _become(request, fds)
         conn.sendall(_INT.pack(os.getpid()))
         threading.Thread(target=_end_with_command, args=(conn,), daemon=True).start()
         code = _run_stage(request["argv"])
@@ -258,22 +266,23 @@ def _fork_child(conn: socket.socket, srv: socket.socket, default_threads: int) -
         done = f"pid {os.getpid()}: exit {code}, {_cpu_s():.2f} CPU-s, max RSS {peak:.0f} MiB\n"
         os.write(log, done.encode())
         conn.sendall(_INT.pack(code))
-    except BaseException:
-        traceback.print_exc()
+    except BaseException:  # set-up or hand-over failed (the stage's own errors are _run_stage's)
+        os.write(log, f"pid {os.getpid()}: {traceback.format_exc()}".encode())
     finally:
         os._exit(code)
 
 
-def _become(request: dict, fds: list[int], default_threads: int) -> None:
-    """Take on the command's stdio, directory, environment, umask, signals and thread count."""
-    for target, fd in enumerate(fds):
-        os.dup2(fd, target)
-        if fd > 2:
-            os.close(fd)
+def _become(request: dict, fds: list[int]) -> None:
+    """Take on the command's directory, environment, umask, stdio and signals; fresh global seeds."""
     os.chdir(request["cwd"])
     os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
+    tempfile.tempdir = None  # recomputed from this job's TMPDIR, not the worker's cached one
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        if fd > 2:
+            os.close(fd)
     unbuffered = os.environ.get("PYTHONUNBUFFERED", "") != ""
     for fd, name in enumerate(("stdin", "stdout", "stderr")):
         old = getattr(sys, name)
@@ -291,12 +300,7 @@ def _become(request: dict, fds: list[int], default_threads: int) -> None:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     random.seed()
-    import numpy
-    import torch
-
-    numpy.random.seed()  # noqa: NPY002 (the legacy global generator, fresh as in a new process)
-    threads = os.environ.get("OMP_NUM_THREADS", "")
-    torch.set_num_threads(int(threads) if threads.isdigit() and int(threads) > 0 else default_threads)
+    sys.modules["numpy"].random.seed()  # the legacy global generator, fresh as in a new process
 
 
 def _cpu_s() -> float:
@@ -313,8 +317,6 @@ def _end_with_command(conn: socket.socket) -> None:
 
 def _run_stage(argv: list[str]) -> int:
     """``mtlrobust ARGV`` as the interpreter would run it: exit status, traceback, atexit, flush."""
-    from . import cli
-
     try:
         code = cli.main(argv, warm=False)
     except SystemExit as e:

@@ -199,6 +199,8 @@ def serve(path: Path) -> int:
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
     lock.flush()
+    if stat.S_ISREG((log := os.fstat(1)).st_mode) and log.st_size > 1 << 20:
+        os.ftruncate(1, 0)  # the log (stdout): keep it from growing over runs
     try:
         for name in PRELOAD:
             importlib.import_module(name)

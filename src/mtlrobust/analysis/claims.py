@@ -313,7 +313,7 @@ def claims_adaptive(df: pd.DataFrame, th: Thresholds) -> list[dict]:
                 th.reliable,
                 above=True,
                 units="pairs",
-                prop=f"not less vulnerable by more than the margin with the weights under {attack}",
+                prop=f"as vulnerable as the uniform model (up to a {th.margin:.0%} reduction) under {attack}",
             )
         )
     return out

@@ -313,7 +313,7 @@ def claims_adaptive(df: pd.DataFrame, th: Thresholds) -> list[dict]:
                 th.reliable,
                 above=True,
                 units="pairs",
-                prop=f"as vulnerable as the uniform model (up to a {th.margin:.0%} reduction) under {attack}",
+                prop=f"at most {th.margin:.0%} less vulnerable than the uniform model under {attack}",
             )
         )
     return out

@@ -174,7 +174,8 @@ def test_a_socket_dir_others_can_enter_is_not_used(tmp_path, monkeypatch):
 
 
 def test_a_worker_that_cannot_import_is_not_started_again(tmp_path, monkeypatch):
-    path = tmp_path / "x.sock"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    path = warmstart.socket_dir() / "x.sock"
     monkeypatch.setattr(warmstart, "PRELOAD", ("torch", "mtlrobust.no_such_module"))
     assert warmstart.serve(path) == 1
     assert path.with_suffix(".failed").exists() and not path.exists()
@@ -184,3 +185,6 @@ def test_a_worker_that_cannot_import_is_not_started_again(tmp_path, monkeypatch)
 
     monkeypatch.setattr(os, "fork", no_fork)
     warmstart._spawn(path)  # commands of this fingerprint now run cold without trying
+    assert path.with_suffix(".failed").exists()
+    assert warmstart.stop_all() == 0  # no worker runs here; `stop` clears the mark
+    assert not path.with_suffix(".failed").exists()

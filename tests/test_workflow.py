@@ -72,6 +72,8 @@ def study_run(tmp_path_factory):
 def test_local_runs_fork_the_torch_jobs_from_a_warm_worker(study_run):
     """The workflow turns warm start on for local runs: most torch jobs were forked, and all succeeded."""
     log = (study_run / "warm-worker.log").read_text()
+    if not log and os.environ.get("MTLROBUST_TEST_WORKDIR"):
+        pytest.skip("the kept run had nothing left to do")
     logs = study_run / "logs"
     torch_jobs = [*(logs / "train").rglob("*.log"), *(logs / "evaluate").rglob("*.log")]
     torch_jobs += logs.glob("theory*")

@@ -17,8 +17,9 @@ new job.
 The socket's name hashes the interpreter, the environment variables read at start-up (thread-pool sizes
 such as ``OMP_NUM_THREADS`` included) and the package's source files, so a different environment (another
 conda env, a container, other thread counts) or an edited source file never reaches an old worker. Sockets
-live in a directory only this user can enter. ``python -m mtlrobust.warmstart stop`` ends this user's
-workers now.
+live in a directory only this user can enter. A worker that fails to import leaves its traceback in its
+log and a ``.failed`` mark, so its commands run cold without retrying; ``python -m mtlrobust.warmstart
+stop`` ends this user's workers now and clears the marks.
 """
 
 from __future__ import annotations
@@ -195,6 +196,7 @@ def serve(path: Path) -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        lock.close()
         return 0
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
@@ -209,6 +211,7 @@ def serve(path: Path) -> int:
     except BaseException:
         traceback.print_exc()
         path.with_suffix(".failed").touch()  # commands of this fingerprint run cold from now on
+        lock.close()
         return 1
     idle = float(os.environ.get(IDLE_ENV) or 120)
     with contextlib.suppress(FileNotFoundError):
@@ -245,11 +248,18 @@ def _fork_child(conn: socket.socket, worker_files: tuple) -> None:
     """Read one request and fork its child; the child never returns (it exits with the stage's status)."""
     conn.settimeout(10)
     head, fds, _, _ = socket.recv_fds(conn, _INT.size, 3)
-    head += _recv_exact(conn, _INT.size - len(head))
-    (size,) = _INT.unpack(head)
-    request = json.loads(_recv_exact(conn, size))
-    conn.settimeout(None)
-    pid = os.fork()
+    try:
+        head += _recv_exact(conn, _INT.size - len(head))
+        (size,) = _INT.unpack(head)
+        request = json.loads(_recv_exact(conn, size))
+        if len(fds) != 3:
+            raise ValueError(f"a request must pass stdin, stdout and stderr, got {len(fds)} descriptors")
+        conn.settimeout(None)
+        pid = os.fork()
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
     if pid:
         for fd in fds:
             os.close(fd)
@@ -338,8 +348,10 @@ def _run_stage(argv: list[str]) -> int:
 
 
 def stop_all() -> int:
-    """End this user's workers (running jobs finish); the number stopped."""
+    """End this user's workers (running jobs finish) and forget failed starts; the number stopped."""
     d, stopped = socket_dir(), 0
+    for failed in d.glob("*.failed") if d else []:
+        failed.unlink()
     for lock in sorted(d.glob("*.lock")) if d else []:
         with open(lock) as f:
             try:

@@ -36,3 +36,14 @@ def packed_dir(synthetic_raw, tmp_path_factory):
     out = tmp_path_factory.mktemp("packed") / "packed"
     prepare(synthetic_raw, out, [t.id for t in T.TASKS], PACKED_RESOLUTION, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def fake_root(tmp_path_factory):
+    """Small packed splits (seg + depth_z, 32 px) for CLI tests; test_train keeps larger ones of its own."""
+    from test_train import write_fake_split
+
+    root = tmp_path_factory.mktemp("fake")
+    write_fake_split(root / "train", ["seg", "depth_z"], n=6, seed=0)
+    write_fake_split(root / "val", ["seg", "depth_z"], n=2, seed=1)
+    return root

@@ -46,14 +46,6 @@ def _no_temp_files(folder) -> None:
 
 # ---------------------------------------------------------------------------------------------- data
 @pytest.fixture(scope="module")
-def fake_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fake")
-    write_fake_split(root / "train", ["seg", "depth_z"], n=6, seed=0)
-    write_fake_split(root / "val", ["seg", "depth_z"], n=2, seed=1)
-    return root
-
-
-@pytest.fixture(scope="module")
 def checkpoint(fake_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("ckpt") / "epoch1.pt"
     argv = ["train", "--data", fake_root, "--arch", "xception", "--tasks", "sd", "--epochs", "1"]

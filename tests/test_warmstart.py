@@ -16,19 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_train import write_fake_split
 
 from mtlrobust import warmstart
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def fake_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fake")
-    write_fake_split(root / "train", ["seg", "depth_z"], n=6, seed=0)
-    write_fake_split(root / "val", ["seg", "depth_z"], n=3, seed=1)
-    return root
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
-"""Per-job start-up: the same small train and evaluate commands run cold (a fresh interpreter imports
-torch) and warm (forked from the warm-start worker, ``mtlrobust.warmstart``), in one command.
+"""Per-job start-up: the same small train and evaluate commands run cold (``python -m mtlrobust ...``, a
+fresh interpreter imports torch) and warm (``python -m mtlrobust.warmstart run -- python -m mtlrobust ...``,
+as the workflow launches them: forked from the warm-start worker), in one command.
 
-A job's CPU is its command's (user + sys of the child process) plus, when warm, the forked child's
-(from the worker's log). The jobs do the same work, so cold - warm is the start-up a worker saves.
+A job's CPU is its command's (user + sys of the child process: the launcher, when warm) plus, when warm, the
+forked child's (from the worker's log). The jobs do the same work, so cold - warm is the start-up a worker
+saves. The package is copied first, so edits to the tree while it runs do not start another worker.
 
     python bench/bench_startup.py [--repeat 5]
 """
@@ -30,11 +32,16 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+LAUNCH = [sys.executable, "-m", "mtlrobust.warmstart", "run", "--"]
+
+
 def run_job(argv: list[str], env: dict, log: Path | None) -> tuple[float, float]:
-    """(CPU-s, wall-s) of ``mtlrobust ARGV``, including a forked child's CPU when a worker ran it."""
+    """(CPU-s, wall-s) of ``mtlrobust ARGV``, through the launcher when LOG (the worker's) is given,
+    including the forked child's CPU."""
     seen = log.read_text() if log and log.exists() else ""
     cpu0, t0 = _children_cpu(), time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mtlrobust", *argv], env=env, check=True, capture_output=True)
+    command = [sys.executable, "-m", "mtlrobust", *argv]
+    subprocess.run(LAUNCH + command if log else command, env=env, check=True, capture_output=True)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     if log:
         new = log.read_text()[len(seen) :]
@@ -52,10 +59,11 @@ def main() -> None:
     try:
         for split in ("train", "val"):
             write_split(work / "data" / split, n=6, res=32)
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_RUNTIME_DIR": str(work), "MTLROBUST_WARM": "0"}
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(Path(__file__).parents[1] / "src"), env.get("PYTHONPATH")) if p
-        )
+        shutil.copytree(Path(__file__).parents[1] / "src" / "mtlrobust", work / "src" / "mtlrobust",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "XDG_RUNTIME_DIR": str(work)}
+        env.pop("MTLROBUST_WARM", None)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(work / "src"), env.get("PYTHONPATH")) if p)
         train = ["train", "--data", str(work / "data"), "--arch", "xception", "--tasks", "seg+depth_z",
                  "--epochs", "1", "--batch-size", "3", "--val-limit", "0", "--threads", "1",
                  "--no-progress"]  # fmt: skip
@@ -68,27 +76,27 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "import torch"], env=env, check=True)
         print(f"python -c 'import torch': {_children_cpu() - cpu0:.2f} CPU-s")
 
-        warm_env = {**env, "MTLROBUST_WARM": "1"}
-        sock_dir = work / f"mtlrobust-warm-{os.getuid()}"
-        subprocess.run(
-            [sys.executable, "-m", "mtlrobust", "evaluate", "--help"], env=warm_env, capture_output=True
-        )
-        while not list(sock_dir.glob("*.sock")):  # the first command ran cold and started the worker
+        log_dir = work / f"mtlrobust-warm-{os.geteuid()}"
+        first = [sys.executable, "-m", "mtlrobust", "evaluate", "--checkpoint", str(work / "none.pt"),
+                 "--data", str(work), "--attack-json", "{}", "--attacked", "seg",
+                 "--out", str(work / "x.csv")]  # fmt: skip
+        subprocess.run(LAUNCH + first, env=env, capture_output=True)  # runs cold and starts the worker
+        while not [p for p in log_dir.glob("*.log") if "ready on" in p.read_text()]:  # the first ran cold
             time.sleep(0.2)
-        (log,) = sock_dir.glob("*.log")
+        (log,) = log_dir.glob("*.log")
         print(log.read_text().splitlines()[0])
         for name, argv in (("evaluate", evaluate), ("train", train)):
             rows = {}
-            for mode, e, wlog in (("cold", env, None), ("warm", warm_env, log)):
+            for mode, wlog in (("cold", None), ("warm", log)):
                 out = ["--out", str(work / f"{mode}.{'csv' if name == 'evaluate' else 'pt'}")]
-                runs = [run_job([*argv, *out], e, wlog) for _ in range(args.repeat)]
+                runs = [run_job([*argv, *out], env, wlog) for _ in range(args.repeat)]
                 rows[mode] = (statistics.median(c for c, _ in runs), statistics.median(w for _, w in runs))
             (cc, cw), (wc, ww) = rows["cold"], rows["warm"]
             print(
                 f"{name}: cold {cc:.2f} CPU-s ({cw:.2f} s wall), warm {wc:.2f} CPU-s ({ww:.2f} s wall), "
                 f"median of {args.repeat}: {cc - wc:.2f} CPU-s saved per job, cold/warm {cc / wc:.1f}x"
             )
-        subprocess.run([sys.executable, "-m", "mtlrobust.warmstart", "stop"], env=warm_env, check=True)
+        subprocess.run([sys.executable, "-m", "mtlrobust.warmstart", "stop"], env=env, check=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,9 +1,10 @@
 """Bootstrap intervals: the vectorised draws of ``analysis.stats`` vs a plain per-cell resampling loop.
 
-Every table cell's 95 % interval is a bootstrap over the test samples (2000 resamples). ``stats`` draws the
-resamples once as a count matrix and gets every cell's resampled means from one matrix product; the reference
-is the textbook loop (per cell: index the per-sample ratios with each resample's indices, take the mean). Both
-must give the same interval bounds; the ratio of their CPU times is the figure of merit.
+Every table cell's 95 % interval is a studentized bootstrap over the test samples (2000 resamples). ``stats``
+draws the resamples once as a count matrix and gets every cell's resampled means and standard errors from
+matrix products; the reference is the textbook loop (per cell and resample: index the per-sample ratios with
+the resample's indices, t* = (mean* - mean) / (sd* / sqrt(n)), then invert the t* quantiles with the sample's
+se). Both must give the same interval bounds; the ratio of their CPU times is the figure of merit.
 
     python bench/bench_stats.py [--cells 100] [--samples 1000] [--resamples 2000]
 """
@@ -19,13 +20,16 @@ from mtlrobust.analysis import stats as S
 
 
 def reference(clean: np.ndarray, adv: np.ndarray, resamples: int, seed: int) -> list[tuple[float, float]]:
-    """Per cell and resample: mean of the resampled per-sample ratios (the same draws as ``stats``)."""
+    """Per cell and resample: the studentized mean of the resampled per-sample ratios (``stats``' draws;
+    se* with ddof 0, the sample's se with ddof 1, as ``stats`` pairs them)."""
     idx = S.resample_indices(clean.shape[0], resamples, seed)
     out = []
     for j in range(clean.shape[1]):
         r = S.ratios(clean[:, j], adv[:, j])
-        draws = np.array([np.nanmean(r[i]) for i in idx])
-        out.append(tuple(np.quantile(draws, [0.025, 0.975])))
+        m, se = r.mean(), r.std(ddof=1) / np.sqrt(len(r))
+        t = np.array([(r[i].mean() - m) / (r[i].std() / np.sqrt(len(r))) for i in idx])
+        q_lo, q_hi = np.quantile(t, [0.025, 0.975])
+        out.append((m - q_hi * se, m - q_lo * se))
     return out
 
 

@@ -18,6 +18,16 @@ PACKED_RESOLUTION = 32
 os.environ.pop("MTLROBUST_WARM", None)
 
 
+def pytest_collection_modifyitems(config, items):
+    """MTLROBUST_NO_SLURM=1 skips the `slurm` tests, which install slurm-wlm with apt-get when run as root."""
+    if os.environ.get("MTLROBUST_NO_SLURM", "") in ("", "0"):
+        return
+    skip = pytest.mark.skip(reason="MTLROBUST_NO_SLURM is set: no SLURM install, no test cluster")
+    for item in items:
+        if item.get_closest_marker("slurm"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def synthetic_params():
     """The synthesize() arguments of ``synthetic_raw`` (buildings, points, views, resolution, seed)."""

@@ -284,3 +284,18 @@ def test_cells_without_a_comparison_are_not_counted_and_duplicate_seeds_are_erro
     twice = [dict(r, seed="0") for r in rows[:1] * 2]
     with pytest.raises(ValueError, match="same cell and seed appear twice"):
         C.render_claims(frame(twice))
+
+
+def test_a_claim_whose_cells_lack_the_ratio_of_means_is_na_not_metric_sensitive():
+    rows = pair_rows("table1", ["down"] * 4, weighting="paper", vs="uniform", **T1)
+    rows.append(
+        cell("table3", proxy="arch", value=0.9, lo=0.8, hi=0.95, n=12, rom=0.1, rom_lo=-0.3, rom_hi=0.5)
+    )
+    _, t = verdicts(rows)
+    pgd, arch = t.loc["rq3_weights_lower_pgd"], t.loc["rq4_proxy:arch"]
+    assert (pgd["verdict"], pgd["verdict_rom"], pgd["metric_sensitive"]) == ("supported", "n/a", False)
+    assert (arch["verdict"], arch["verdict_rom"], arch["metric_sensitive"]) == (
+        "supported",
+        "unresolved",
+        True,
+    )

@@ -61,6 +61,7 @@ def test_paper_table2_runs_both_wgd_variants_and_says_so():
 
 @pytest.mark.parametrize("path", [PAPER, JOBS], ids=["paper", "jobscripts"])
 def test_paper_studies_pass_a_dry_run_and_plan(path, tmp_path, capsys):
+    (tmp_path / "resources" / "taskonomy" / "raw" / "rgb").mkdir(parents=True)  # data there: no licence check
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", "--snakefile", str(REPO / "Snakefile"),
          "--directory", str(tmp_path), "--configfile", str(path), "--cores", "1"],

@@ -49,7 +49,7 @@ def test_training_resumes_and_evaluations_charge_each_subset_and_step():
 def test_cli_prints_counts_and_hours_as_json(capsys):
     assert cli.main(["plan", "--configfile", str(REPO / "studies" / "paper.yaml"), "--json"]) == 0
     out = capsys.readouterr().out
-    assert '"train": 304' in out and '"evaluate/resnet18"' in out
+    assert '"train": 172' in out and '"train_resumable": 132' in out and '"evaluate/resnet18"' in out
 
 
 @pytest.mark.parametrize("flag", ["--epoch-images", "--test-images"])

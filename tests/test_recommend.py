@@ -48,7 +48,8 @@ def _study(folder, proxy, target, *, main="s", aux=AUX, n=60, noise=0.0, shared=
             eps = common if shared else rng.normal(0, noise, n)
             mid = f"{side}-{main}{a}"
             c = clean * (scale[j] if scale and side == "proxy" else 1)
-            paths.append(_cell_csv(folder / f"{mid}.csv", mid, epoch, c, c * (1 + v + eps), main))
+            adv = c * np.maximum(1 + v + eps, 0)  # an error is never negative (aggregate refuses it)
+            paths.append(_cell_csv(folder / f"{mid}.csv", mid, epoch, c, adv, main))
             cells[side] = _cell(mid, epoch, main)
         pairs.append({"main": main, "aux": a, **cells})
     return paths, pairs
@@ -213,3 +214,18 @@ def test_cli_is_deterministic_and_ignores_the_input_order(tmp_path):
     assert list(pd.read_csv(tmp_path / "a" / "recommend.csv").columns) == R.COLUMNS
     with pytest.raises(IsADirectoryError, match="--out"):
         R.run(_args("--spec", spec, "--inputs", *paths, "--out", tmp_path / "a"))
+
+
+def test_candidates_whose_models_do_not_beat_the_constant_predictor_are_left_out(tmp_path):
+    # d would be the proxy's and the target's best; its proxy model has not learned s: left out, e is next
+    paths, pairs = _study(tmp_path, [0.4, 0.1, 0.3, 0.2], [0.8, 0.5, 0.7, 0.6])
+    res = R.write({"pairs": pairs}, paths, tmp_path / "recommend.csv", untrained={("proxy-sd", 1, "s")})
+    df = pd.read_csv(tmp_path / "recommend.csv")
+    rows = df[df["main"] == "s"].set_index("aux")
+    assert np.isnan(rows.loc["d", "proxy_rank"]) and not rows.loc["d", "recommended"]
+    assert rows.loc["e", "recommended"] and rows.loc["e", "target_best"]
+    st = res.mains[0].stats
+    assert (st["spearman"].value, st["top1_hit"].value, st["top1_hit"].n) == (pytest.approx(1), 1, 3)
+    assert [p.aux for p in res.excluded] == ["d"]
+    md = (tmp_path / "recommend.md").read_text()
+    assert "Left out of the rankings" in md and "auxiliary d (proxy-sd/1/pgd/s/s, target-sd/2/pgd/s/s)" in md

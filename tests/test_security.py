@@ -139,6 +139,7 @@ def printed_commands(proc: subprocess.CompletedProcess) -> dict[str, list[str]]:
 def test_dry_run_prints_hostile_values_as_one_word(tmp_path, value):
     workdir = tmp_path / "work dir"
     workdir.mkdir()
+    (workdir / value).write_text("id,train,val,test\n")  # a split CSV must exist (relative to the workdir)
     # download: the URL template (its own fields are braces too) and checksum list; prepare: the split CSV
     config = base(split_csv=value)
     url = "https://example.org/{building}_{domain}.tar"

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -148,6 +149,65 @@ def check_every_job_went_through_sbatch(lab: Path, log: str) -> tuple[Counter, s
 
 
 # ------------------------------------------------------------------------------------ tests
+def documented_slurm_commands() -> list[tuple[str, str]]:
+    """(file, command) of every `snakemake ...` command that the README or a profile/study comment gives for
+    the SLURM profile."""
+    found = []
+    for f in [REPO / "README.md", PROFILE, *sorted((REPO / "studies").glob("*.yaml"))]:
+        for cmd in re.findall(r"(snakemake [^`\n]*profiles/slurm[\w-]*[^`\n]*)", f.read_text()):
+            found.append((f.name, cmd.strip().rstrip(".").strip()))
+    return found
+
+
+def effective_settings(argv: list[str]):
+    """The options Snakemake runs with for `snakemake ARGV` in the repository, profiles included."""
+    from snakemake.cli import parse_args
+
+    return parse_args(argv)[1]
+
+
+def test_the_documented_slurm_command_gets_exactly_the_slurm_profile(monkeypatch):
+    """One SLURM command, one behaviour: `--workflow-profile profiles/slurm` replaces the local profile,
+    whereas `--profile profiles/slurm` keeps profiles/default loaded on top of it (2 cores, no keep-going), so
+    the documentation must never give that form."""
+    monkeypatch.chdir(REPO)  # Snakemake finds profiles/default next to the Snakefile, as for a user
+    slurm = yaml.safe_load(PROFILE.read_text())
+    local = yaml.safe_load((REPO / "profiles" / "default" / "profile.yaml").read_text())
+    plain = effective_settings(["--workflow-profile", "none"])
+    commands = documented_slurm_commands()
+    assert any(f == "README.md" for f, _ in commands) and len(commands) >= 3, commands
+    for where, cmd in commands:
+        argv = cmd.replace("profiles/slurm_mysite", "profiles/slurm").split()[1:]
+        assert "--profile" not in argv, f"{where}: {cmd!r} stacks profiles/default; use --workflow-profile"
+        args = effective_settings(argv)
+        assert (args.executor, args.keep_going, args.jobs) == ("slurm", True, 100), f"{where}: {cmd!r}"
+        for key in local:  # nothing of the local profile: the SLURM profile's value or Snakemake's default
+            attr = key.replace("-", "_")
+            expected = slurm[key] if key in slurm else getattr(plain, attr)
+            assert getattr(args, attr) == expected, (
+                f"{where}: {cmd!r} runs with {key}={getattr(args, attr)!r}"
+            )
+
+    stacked = effective_settings(["--profile", "profiles/slurm", "--configfile", "studies/paper.yaml"])
+    assert (stacked.executor, stacked.keep_going, stacked.cores) == ("slurm", False, 2)
+
+
+def test_no_slurm_variable_skips_the_cluster_tests_quickly():
+    """MTLROBUST_NO_SLURM=1: the `slurm` tests are skipped with the reason, before anything is installed."""
+    env = {**os.environ, "MTLROBUST_NO_SLURM": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "slurm", "-p", "no:cacheprovider", __file__]
+    start = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    took = time.monotonic() - start
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    n_slurm = sum(1 for f in globals().values() if getattr(f, "pytestmark", None)
+                  and any(m.name == "slurm" for m in f.pytestmark))  # fmt: skip
+    assert n_slurm >= 2 and f"{n_slurm} skipped" in out, out[-3000:]
+    assert "MTLROBUST_NO_SLURM is set" in out and "passed" not in out, out[-3000:]
+    assert took < 60, f"the skipped run took {took:.0f} s"
+
+
 @pytest.mark.slurm
 def test_toy_workflow_runs_through_sbatch_with_gpus_and_groups(slurm_lab, tmp_path):
     """Cluster + profile mechanics in ~1 min: GPU rule, grouped light jobs, local rule."""

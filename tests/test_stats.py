@@ -39,7 +39,7 @@ def test_same_seed_same_interval_other_seed_other_draws():
     assert b.value == a.value and (b.lo, b.hi) != (a.lo, a.hi)
 
 
-def test_percentile_interval_covers_the_true_mean_about_95_percent_of_the_time():
+def test_interval_covers_the_true_mean_about_95_percent_of_the_time():
     rng = np.random.default_rng(5)
     hits = 0
     trials = 150
@@ -100,14 +100,15 @@ def test_generic_bootstrap_uses_the_same_draws_as_the_vectorised_path():
     clean, adv = _cells(60, 1)
     r = S.ratios(clean[:, 0], adv[:, 0])
     generic = S.paired_bootstrap(lambda x: np.mean(x), r, resamples=300)
-    fast = S.rel_vuln_interval(clean, adv, resamples=300)
+    draws = S.mean_stat(r, S.resample_counts(60, 300)).value[1:, 0]  # the studentized path's draws
+    fast = S.interval(float(np.mean(r)), draws, 60)
     assert generic.value == pytest.approx(fast.value)
     assert (generic.lo, generic.hi) == pytest.approx((fast.lo, fast.hi))
     with pytest.raises(ValueError, match="first axis"):
         S.paired_bootstrap(np.mean, np.ones(3), np.ones(4))
 
 
-def test_pearson_interval_value_is_the_tables_r_and_draws_match_a_per_draw_recomputation():
+def test_pearson_interval_value_is_the_tables_r_and_its_draws_resample_cells_and_samples():
     rng = np.random.default_rng(2)
     n, m = 80, 8
     clean = rng.uniform(0.5, 1.5, (n, m))
@@ -117,18 +118,30 @@ def test_pearson_interval_value_is_the_tables_r_and_draws_match_a_per_draw_recom
     x = [M.relative_vulnerability(clean[:, j], adv_x[:, j]).value for j in range(m)]
     y = [M.relative_vulnerability(clean[:, j], adv_y[:, j]).value for j in range(m)]
     counts = S.resample_counts(n, 400)
-    rx, ry = S.ratios(clean, adv_x), S.ratios(clean, adv_y)
-    iv = S.pearson_interval(x, y, S.resampled_means(rx, counts), S.resampled_means(ry, counts))
+    rx, ry = (
+        S.resampled_means(S.ratios(clean, adv_x), counts),
+        S.resampled_means(S.ratios(clean, adv_y), counts),
+    )
+    iv = S.pearson_interval(x, y, rx, ry)
     _, r, _ = TB.pearson(x, y)
     assert iv.value == pytest.approx(r, abs=1e-12) and iv.n == m
-    assert 0.5 < iv.lo <= iv.value <= iv.hi <= 1
-
-    def stat(a, b):
-        return float(S.pearson_draws(np.nanmean(a, 0)[None], np.nanmean(b, 0)[None])[0])
-
-    generic = S.paired_bootstrap(stat, rx, ry, resamples=400)
-    assert (generic.lo, generic.hi) == pytest.approx((iv.lo, iv.hi))
+    assert iv.lo <= iv.value <= iv.hi <= 1
+    # by hand: draw d takes the cells pick[d] (with replacement) at their values in draw d
+    pick = np.random.default_rng(S.SEED).integers(0, m, size=(400, m))
+    by_hand = [np.corrcoef(rx[d, pick[d]], ry[d, pick[d]])[0, 1] for d in range(400)]
+    assert (iv.lo, iv.hi) == pytest.approx(tuple(np.nanquantile(by_hand, [0.025, 0.975])))
+    samples_only = S.interval(r, S.pearson_draws(rx, ry), m)
+    assert iv.hi - iv.lo > samples_only.hi - samples_only.lo  # the choice of cells adds noise
     assert math.isnan(S.pearson_interval([1, 2], [1, 2], counts[:, :2], counts[:, :2]).value)
+
+
+def test_fisher_interval_of_r_over_cells():
+    iv = S.fisher_interval(0.5, 12)
+    half = 1.959963984540054 / 3.0
+    assert (iv.lo, iv.hi) == pytest.approx(
+        (math.tanh(math.atanh(0.5) - half), math.tanh(math.atanh(0.5) + half))
+    )
+    assert math.isnan(S.fisher_interval(0.9, 3).lo)
 
 
 def test_dominance_share_and_figure1_bars_equal_definition_1():
@@ -155,23 +168,23 @@ def test_dominance_share_and_figure1_bars_equal_definition_1():
     assert fig.dominance.lo > 0.5
 
 
-def test_seed_interval_is_a_student_t_interval():
-    iv = S.seed_interval([1.0, 2.0, 3.0, np.nan])
-    half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
-    assert (iv.value, iv.n, iv.n_seeds) == (2.0, 3, 3)
-    assert (iv.lo, iv.hi) == pytest.approx((2 - half, 2 + half))
-    one = S.seed_interval([0.7])
-    assert one.value == 0.7 and math.isnan(one.lo)
-
-
-def test_seed_aggregate_keeps_the_wider_of_seed_and_sample_noise():
-    tight = [S.Interval(1.0, 0.99, 1.01, 100), S.Interval(2.0, 1.99, 2.01, 90)]
-    agg = S.seed_aggregate(tight)
-    t = S.seed_interval([1.0, 2.0])
-    assert (agg.value, agg.lo, agg.hi, agg.n, agg.n_seeds) == (1.5, t.lo, t.hi, 90, 2)
-    wide = [S.Interval(1.0, 0.0, 2.0, 100), S.Interval(1.0, -1.0, 3.0, 100)]
-    assert (S.seed_aggregate(wide).lo, S.seed_aggregate(wide).hi) == (-0.5, 2.5)
-    assert S.seed_aggregate(tight[:1]) == tight[0]
+def test_seed_aggregate_resamples_seeds_and_samples_together():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal(2000)
+    boots = [
+        S.Boot(v, v + 0.01 * z, 0.01, np.full(2000, 0.01), 100 - 10 * k) for k, v in enumerate((1.0, 2.0))
+    ]
+    agg = S.seed_aggregate(boots)
+    assert (agg.value, agg.n, agg.n_seeds) == (1.5, 90, 2)
+    pick = np.random.default_rng(S.SEED).integers(0, 2, size=(2000, 2))
+    d = np.column_stack([b.draws for b in boots])
+    by_hand = np.take_along_axis(d, pick, 1).mean(1)
+    iv = agg.interval()
+    assert (iv.lo, iv.hi) == pytest.approx(tuple(np.quantile(by_hand, [0.025, 0.975])))
+    assert iv.lo < 1.0 and iv.hi > 2.0  # both seeds (and their sample noise) inside
+    assert S.seed_aggregate(boots[:1]).value == 1.0
+    iv2 = S.seed_aggregate_intervals([S.Interval(1.0, 0.98, 1.02, 100), S.Interval(2.0, 1.98, 2.02, 90)])
+    assert iv2.lo < 1.0 and iv2.hi > 2.0 and iv2.n == 90 and iv2.n_seeds == 2
 
 
 def test_significant_needs_an_interval_that_excludes_zero():

@@ -104,7 +104,11 @@ def test_tables_1_and_2_rows_are_attack_x_main_and_columns_weighting_x_aux(study
     assert list(df.columns) == [
         "attack",
         "main",
-        *[f"{c}{x}" for c in cells for x in ("", "_lo", "_hi", "_n")],
+        *[
+            f"{c}{x}"
+            for c in cells
+            for x in ("", "_lo", "_hi", "_n", "_rom", "_rom_lo", "_rom_hi", "_median", "_top_share")
+        ],
     ]
     kinds = ["single", "multi"] if name == "table1" else STUDY["study"]["table2"]["attacks"]
     mains = STUDY["study"][name]["mains"]
@@ -125,8 +129,15 @@ def test_table3_has_one_row_per_proxy(study_run):
         "pearson_r_lo",
         "pearson_r_hi",
         "p_value",
+        "fisher_lo",
+        "fisher_hi",
+        "pearson_r_rom",
+        "pearson_r_rom_lo",
+        "pearson_r_rom_hi",
+        "excluded",
     ]
-    assert len(df) == 3 and (df["n"] >= 3).all()
+    # cells of models that do not beat the constant predictor are left out (all of them in this 2-epoch study)
+    assert len(df) == 3 and ((df["n"] >= 3) | (df["excluded"].fillna("") != "")).all()
 
 
 @pytest.mark.slow
@@ -173,8 +184,9 @@ def test_claims_has_one_row_per_claim(study_run):
     first = ["rq1_not_reliably_less_vulnerable", "rq3_weights_lower_pgd"]
     last = ["rq3_some_auxiliary_helps", *proxies, "rq2_one_task_dominates"]
     assert df["claim"].tolist() == [*first, *adaptive, *last]
-    assert set(df["verdict"]) <= {"supported", "contradicted", "unresolved"}
-    assert (study_run / "results" / "claims.md").read_text().count("| **") == len(df)  # a verdict per row
+    assert set(df["verdict"]) <= {"supported", "contradicted", "unresolved", "too few cells"}
+    md = (study_run / "results" / "claims.md").read_text()
+    assert sum(line.startswith("| rq") for line in md.splitlines()) == len(df)  # a verdict per row
 
 
 @pytest.mark.slow

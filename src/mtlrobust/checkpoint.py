@@ -1,24 +1,67 @@
 """The checkpoint format written by ``mtlrobust train`` and read by evaluate, theory and resumed trainings.
 
 A checkpoint is a plain dict saved with ``torch.save`` and read with ``weights_only=True`` (no pickled
-code). Besides the tensors (model, optimizer, scheduler, grad scaler, RNG states) it holds what identifies
-the model (model_id, arch, decoder, tasks, weighting, weights, seed, resolution, normalization), the
-training settings (``hparams``) and the per-epoch history. It holds no wall-clock time, so the same
-study and seed give the same bytes.
+code). A milestone's ``epoch{E}.pt`` holds the model weights (float32, as trained), what identifies the
+model (model_id, arch, decoder, tasks, weighting, weights, seed, resolution, normalization), the training
+settings (``hparams``) and the per-epoch history: all that evaluate and theory read. The state only a later
+milestone needs to continue the run bit for bit (optimizer, scheduler, grad scaler, RNG states: twice the
+weights' size with Adam) goes to a separate ``epoch{E}.resume.pt`` (``resume_path``), written only when asked
+(``train --keep-resume``); the workflow deletes it once the next milestone exists. A killed run's
+``{out}.partial`` holds both in one file. No checkpoint holds wall-clock time, so the same study and seed
+give the same bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from . import __version__
 from . import tasks as T
-from .files import torch_save
+from .files import raise_if_disk_full, torch_save
 from .ids import ModelSpec
 
 FORMAT = "mtlrobust-checkpoint/1"
-STATE_KEYS = ("model", "optimizer", "scheduler", "scaler", "rng", "running")
+RESUME_FORMAT = "mtlrobust-resume/1"
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng")  # what a resumed run needs besides the weights
+# what identifies a trained model, in the order a checkpoint lists it
+IDENTITY = (
+    "model_id",
+    "arch",
+    "decoder",
+    "tasks",
+    "main",
+    "weighting",
+    "weights",
+    "seed",
+    "resolution",
+    "normalization",
+)
+# kept out of the descriptive meta; "running" (loss sums of the current epoch) and "times" (seconds of
+# the epochs done) exist only in a killed run's .partial
+STATE_KEYS = ("model", *RESUME_KEYS, "running", "times")
+
+
+def compose(identity: Mapping, *, epoch: int, batch: int, complete: bool, hparams: Mapping, history: list,
+            trivial: Mapping, running: Mapping, state: Mapping) -> dict:  # fmt: skip
+    """A checkpoint: ``identity`` (the ``IDENTITY`` keys), where the run is (``epoch`` done, ``batch`` of the
+    next one, ``complete``), its settings and history, then ``state`` (model, optimizer, scheduler, scaler,
+    rng). The key order is part of the bytes, so it is fixed here."""
+    return {
+        "format": FORMAT,
+        "version": __version__,
+        **{k: identity[k] for k in IDENTITY},
+        "epoch": epoch,
+        "batch": batch,
+        "complete": complete,
+        "hparams": hparams,
+        "history": history,
+        "trivial": trivial,
+        "running": running,
+        **{k: state[k] for k in ("model", *RESUME_KEYS)},
+    }
 
 
 def _spec_fields(expect) -> dict:
@@ -82,16 +125,72 @@ def _canonical(obj):
     return obj
 
 
-def save(path, ckpt: Mapping) -> None:
-    """Write ``ckpt`` atomically, the same bytes for the same content; refuses weights with NaN/inf so no
-    broken model is ever written."""
+def resume_path(path) -> Path:
+    """Where the resume state of the milestone checkpoint ``path`` lives: epoch3.pt -> epoch3.resume.pt."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".pt") + ".resume.pt")
+
+
+def weights_digest(state: Mapping) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and values: ties a resume file to its weights."""
+    import torch
+
+    h = hashlib.sha256()
+    for k, v in state.items():
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _write(path, obj) -> None:
+    """``torch_save`` with its write failures as one line naming ``path`` (no partial file is left).
+
+    torch's zip writer turns a failed write (a full disk) into "RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos"; the OSError behind it is that exception's context."""
+    try:
+        torch_save(path, obj)
+    except RuntimeError as e:
+        cause = e.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__context__
+        if cause is None:
+            if "unexpected pos" not in str(e):
+                raise  # not a failed write: a bug, with its traceback
+            raise OSError(f"could not write {path}: the writer stopped short ({e}); is the disk full?") from e
+        raise_if_disk_full(cause, path)
+        raise OSError(f"could not write {path}: {cause.strerror or cause}") from e
+
+
+def _check_finite(path, ckpt: Mapping) -> None:
     bad = non_finite_tensors(ckpt["model"])
     if bad:
         raise FloatingPointError(
             f"not writing {path}: the weights of {ckpt.get('model_id', 'the model')} are not finite "
             f"({len(bad)} tensors, e.g. {bad[0]}) after epoch {ckpt.get('epoch')}; lower --lr"
         )
-    torch_save(path, _canonical(dict(ckpt)))
+
+
+def save(path, ckpt: Mapping) -> None:
+    """Write ``ckpt`` (everything in one file: a .partial snapshot) atomically, the same bytes for the same
+    content; refuses weights with NaN/inf so no broken model is ever written."""
+    _check_finite(path, ckpt)
+    _write(path, _canonical(dict(ckpt)))
+
+
+def save_milestone(path, ckpt: Mapping, resumable: bool) -> None:
+    """Write a milestone: the weights and meta to ``path``; with ``resumable`` first the optimizer,
+    scheduler and RNG state to ``resume_path(path)``, so weights never stand without the state asked for."""
+    _check_finite(path, ckpt)
+    if resumable:
+        resume = {
+            "format": RESUME_FORMAT,
+            "model_id": ckpt["model_id"],
+            "epoch": ckpt["epoch"],
+            "weights_sha256": weights_digest(ckpt["model"]),
+            **{k: ckpt[k] for k in RESUME_KEYS},
+        }
+        _write(resume_path(path), _canonical(resume))
+    _write(path, _canonical({k: v for k, v in ckpt.items() if k not in STATE_KEYS or k == "model"}))
 
 
 def load_checkpoint(path, expect=None, map_location="cpu") -> dict:
@@ -108,8 +207,50 @@ def load_checkpoint(path, expect=None, map_location="cpu") -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not an mtlrobust checkpoint (format {got!r}, expected {FORMAT!r})")
+    bad = non_finite_tensors(ckpt.get("model") or {})
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise ValueError(
+            f"checkpoint {path}: the weights hold NaN or inf (tensor {bad[0]}{more}); a model with "
+            "non-finite weights cannot be evaluated or resumed: retrain it"
+        )
     check_expect(ckpt, expect, path)
     return ckpt
+
+
+def load_training_state(path, check=None, map_location="cpu") -> dict:
+    """A milestone's full training state: its weights file plus ``resume_path(path)`` (or a checkpoint that
+    holds both, as a .partial or a checkpoint written before the split did). ``check(ckpt, path)`` runs on
+    the weights file before the resume file is read, so a settings mismatch is reported as such."""
+    import torch
+
+    ckpt = load_checkpoint(path, map_location=map_location)
+    if check is not None:
+        check(ckpt, Path(path))
+    if all(k in ckpt for k in RESUME_KEYS):
+        return ckpt
+    rp = resume_path(path)
+    if not rp.is_file():
+        raise FileNotFoundError(
+            f"cannot resume from {path}: its optimizer/scheduler/RNG state {rp} does not exist (train "
+            "writes it with --keep-resume; the workflow deletes it once no later milestone needs it)"
+        )
+    try:
+        state = torch.load(rp, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt/truncated files raise many types
+        raise ValueError(f"resume state {rp} is corrupt or unreadable ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{rp} is not an mtlrobust resume file (format {got!r}, expected {RESUME_FORMAT!r})")
+    want = {"model_id": ckpt["model_id"], "epoch": ckpt["epoch"]}
+    want["weights_sha256"] = weights_digest(ckpt["model"])
+    bad = [k for k, v in want.items() if state.get(k) != v]
+    if bad:
+        raise ValueError(
+            f"resume state {rp} does not belong to checkpoint {path} (they differ in {', '.join(bad)}); "
+            "retrain that milestone"
+        )
+    return {**ckpt, **{k: state[k] for k in RESUME_KEYS}}
 
 
 def checkpoint_meta(ckpt: Mapping) -> dict:

@@ -9,9 +9,9 @@ diverged) ends as one line ``mtlrobust STAGE: error: MESSAGE`` and exit status 2
 errors; any other exception is a bug and keeps its traceback. ``mtlrobust --debug STAGE ...`` (or
 ``MTLROBUST_DEBUG=1``) shows the traceback of user errors too.
 
-With ``MTLROBUST_WARM=1`` (set by the workflow for local runs) the torch stages run in a child forked
-from a worker that has imported torch already (``mtlrobust.warmstart``): same arguments, files and
-exit status, without ~3 CPU-s of start-up per job.
+This module knows nothing of the warm start: for local runs the workflow puts a launcher in front of
+the torch stages (``python -m mtlrobust.warmstart run -- python -m mtlrobust STAGE ...``) that runs
+this same command line in a process forked from a worker that has imported torch already, or cold.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -37,8 +38,69 @@ COMMANDS = {
     "recommend": ("mtlrobust.analysis.recommend", "which auxiliary task to add: proxy ranking vs target"),
     "plan": ("mtlrobust.plan", "count a study's jobs and estimate its GPU-hours"),
 }
-# The stages that import torch: the ones a warm-start worker runs (its PRELOAD imports their modules).
-TORCH_STAGES = ("train", "evaluate", "theory")
+
+
+# The paths each stage writes and reads, checked before it runs (``files.check_distinct``): an output that
+# names another output or an input would destroy it. Words are argparse dests (a list option gives several
+# paths); "out.md" is the file written next to --out with suffix .md, "out+.partial" --out with .partial
+# appended, "log|out.csv" --log or, when it is not given, --out with .csv; "inputs_from@" the files listed in
+# --inputs-from. JSON given as text (not a file name) and URLs are not paths.
+PATHS = {
+    "synthesize": ("out", ""),
+    "download": ("dest archive_dir", "split_csv md5"),
+    "prepare": ("out", "raw split_csv"),
+    "train": (
+        "out log|out.csv out+.partial out.resume.pt",
+        "data resume_from resume_from.csv resume_from.resume.pt pretrained",
+    ),
+    "evaluate": ("out steps_out", "checkpoint data"),
+    "aggregate": ("out", "inputs inputs_from inputs_from@"),
+    "tables": ("out out.md cells", "spec inputs"),
+    "figures": ("out out.pdf", "spec inputs"),
+    "theory": ("out", "checkpoint data"),
+    "claims": ("out out.md", "cells"),
+    "recommend": ("out out.md", "spec configfile evals inputs inputs_from inputs_from@"),
+    "plan": ("", ""),  # writes no file
+}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _paths(args: argparse.Namespace, word: str) -> list[tuple[str, object]]:
+    """(label, path) pairs of one word of ``PATHS`` for the parsed ``args``."""
+    word, _, fallback = word.partition("|")
+    if fallback:
+        given = _paths(args, word)
+        return given or [(f"{_flag(word)} (default: {label})", p) for label, p in _paths(args, fallback)]
+    if word.endswith("@"):
+        from .files import read_text
+
+        pairs = _paths(args, word[:-1])
+        try:
+            return [(f"a file listed in {label}", line.strip()) for label, p in pairs if p
+                    for line in read_text(p).splitlines() if line.strip()]  # fmt: skip
+        except (OSError, ValueError):
+            return []  # the stage reports the unreadable list
+    dest, plus, appended = word.partition("+")
+    dest, dot, suffix = dest.partition(".")
+    values = getattr(args, dest, None)
+    values = values if isinstance(values, list) else [values]
+    values = [v for v in values if v and not str(v).lstrip().startswith("{") and "://" not in str(v)]
+    if not (plus or dot):
+        return [(_flag(dest), v) for v in values]
+    near = "read next to" if dest == "resume_from" else "written next to"
+    derived = f"{_flag(dest)} with {appended} appended" if plus else f"the .{suffix} {near} {_flag(dest)}"
+    return [(derived, f"{v}{appended}" if plus else Path(v).with_suffix(f".{suffix}")) for v in values]
+
+
+def check_paths(name: str, args: argparse.Namespace) -> None:
+    """Refuse (ValueError naming both flags and the path) an output that is another output or an input."""
+    from .files import check_distinct
+
+    outputs, inputs = ([pair for w in words.split() for pair in _paths(args, w)] for words in PATHS[name])
+    check_distinct(outputs, inputs)
 
 
 # Exceptions that report a user's mistake; an exception class may also declare ``user_error = True``.
@@ -62,11 +124,10 @@ def one_line(e: BaseException) -> str:
     return msg or type(e).__name__
 
 
-def main(argv: list[str] | None = None, warm: bool = True) -> int:
-    """Run one stage; ``warm=False`` runs it here even when a warm-start worker could."""
+def main(argv: list[str] | None = None) -> int:
+    """Run one stage."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    given = list(argv)
-    top = argparse.ArgumentParser(prog="mtlrobust", description=__doc__.splitlines()[0])
+    top = argparse.ArgumentParser(prog="mtlrobust", description=__doc__.splitlines()[0].replace("``", ""))
     top.add_argument("--version", action="version", version=f"mtlrobust {__version__}")
     top.add_argument("--debug", action="store_true", help="full tracebacks, also for user errors")
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
@@ -79,23 +140,27 @@ def main(argv: list[str] | None = None, warm: bool = True) -> int:
         top.parse_args(argv)  # prints help / version / "invalid choice"
         top.print_help()
         return 2
-    name = argv[0]
-    if warm and name in TORCH_STAGES:
-        from . import warmstart
-
-        code = warmstart.run(given)
-        if code is not None:
-            return code
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"mtlrobust {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    name, args = argv[0], None
     try:
+        module = importlib.import_module(COMMANDS[name][0])
+        parser = argparse.ArgumentParser(prog=f"mtlrobust {name}", description=COMMANDS[name][1])
+        module.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+        check_paths(name, args)
         return int(module.run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: outputs are written atomically, so nothing half-written remains
+        if debug:
+            raise
+        print(f"mtlrobust {name}: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         if debug or not is_user_error(e):
             raise
-        print(f"mtlrobust {name}: error: {one_line(e)}", file=sys.stderr)
+        msg = one_line(e)
+        if isinstance(e, KeyError) and msg.isidentifier():  # a bare key: a spec or file lacks it
+            spec = getattr(args, "spec", None)
+            msg = f"--spec {spec[:60]}: missing key {msg!r}" if spec else f"missing key {msg!r}"
+        print(f"mtlrobust {name}: error: {msg}", file=sys.stderr)
         return 2
 
 

@@ -157,8 +157,11 @@ def evaluate(
     ``model(x)`` -> {task_id: output}; ``dataset.batch(idx)`` -> (x, targets, masks) as ``PackedDataset``;
     ``views``: one label per sample. Rows are ordered by attacked subset, sample, then the model's task order.
     ``reduction``: the loss reduction of the attacks and of the loss columns. ``steps``: a list that gets the
-    rows of ``steptrace.COLUMNS`` (the state after each step, one attack run) when given.
+    rows of ``steptrace.COLUMNS`` (the state after each step, one attack run) when given. ``progress``: a live
+    bar (default: when stderr is a terminal); without it, one line per batch and attacked subset to stderr.
     """
+    import time
+
     import torch
     from tqdm import tqdm
 
@@ -166,6 +169,7 @@ def evaluate(
     from . import steptrace
     from . import tasks as T
     from .attacks import run_attack
+    from .progress import line, timing
 
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
@@ -185,13 +189,12 @@ def evaluate(
         conf[key] = c if conf[key] is None else conf[key] + c
 
     starts = range(0, n, batch_size)
-    bar = tqdm(
-        total=len(starts) * len(attacked),
-        desc=meta.get("model_id", "evaluate"),
-        unit="batch-attack",
-        disable=(not sys.stderr.isatty()) if progress is None else not progress,
-    )
-    for start in starts:
+    live = sys.stderr.isatty() if progress is None else progress
+    total = len(starts) * len(attacked)
+    name = f"{meta.get('model_id', 'evaluate')} epoch {meta.get('epoch')} {spec['name']}"
+    bar = tqdm(total=total, desc=name, unit="batch-attack", disable=not live)
+    began, done = time.monotonic(), 0
+    for b, start in enumerate(starts):
         idx = list(range(start, min(start + batch_size, n)))
         x, targets, masks = dataset.batch(idx)
         x = x.to(device)
@@ -230,6 +233,13 @@ def evaluate(
                 acc_conf((key, "clean"), clean_out, targets)
                 acc_conf((key, "adv"), adv_out, targets)
             bar.update(1)
+            done += 1
+            if not live:
+                end = idx[-1] + 1
+                line(
+                    f"{name}: batch {b + 1}/{len(starts)} (samples {start + 1}-{end} of {n}), attacked "
+                    f"{'+'.join(a)}: {done}/{total} done; {timing(time.monotonic() - began, done, total)}"
+                )
     bar.close()
 
     options = {k: v for k, v in spec.items() if k not in ("name", *SPEC_COLUMNS)}

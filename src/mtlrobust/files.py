@@ -3,6 +3,8 @@
 Every stage writes through ``atomic_path``: the data goes to a hidden temporary file next to the target,
 which replaces the target only when the write finished. On any error (disk full, the target is a folder,
 Ctrl-C) the temporary file is removed, and a full disk is reported as one line naming the target.
+Also here: the check that no output overwrites another output or an input (``check_distinct``, run by
+``cli.main`` for every stage), UTF-8 reads that name their file, and temporary folders that honour the umask.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import errno
 import os
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +59,63 @@ def check_output(path, flag: str) -> None:
     """Fail before any work if the output path of ``flag`` is a folder (the final write would fail)."""
     if path is not None and Path(path).is_dir():
         raise IsADirectoryError(f"{flag} {path}: is a folder, expected a file path")
+
+
+def umask() -> int:
+    """The process's umask (read by setting it and restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(parent, prefix: str) -> Path:
+    """A new hidden folder in ``parent`` with the permissions ``mkdir`` gives (mode 0777 less the umask).
+
+    ``tempfile.mkdtemp`` makes 0700 folders; a stage renames its temporary folder into place, so without
+    this every dataset it writes would be private whatever the user's umask."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    tmp.chmod(0o777 & ~umask())
+    return tmp
+
+
+def read_text(path, what: str = "file") -> str:
+    """The UTF-8 text of ``path``; errors name the file (ValueError for bytes that are not UTF-8).
+
+    ``what`` says what the file should be: "PATH: not UTF-8 text (byte 0xff at offset 3), expected a WHAT"."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start : e.start + 1].hex()
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte 0x{bad} at offset {e.start}), expected a {what}"
+        ) from None
+
+
+# ------------------------------------------------------------------------------------ distinct paths
+def _same(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: equal once resolved (symlinks followed), or hard links of one."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+        return os.path.samefile(a, b)
+    except (OSError, RuntimeError):  # one does not exist (yet), or a symlink loop: the stage reports it
+        return a.absolute() == b.absolute()
+
+
+def check_distinct(outputs: Sequence[tuple[str, object]], inputs: Sequence[tuple[str, object]] = ()) -> None:
+    """Fail before any work if an output path is another output or an input: writing it would destroy one.
+
+    ``outputs`` and ``inputs`` are (label, path) pairs, a label being the flag ("--log") or what derives the
+    path from one; None paths (not given) are skipped. The ValueError names both labels and the path."""
+    outs = [(label, Path(p)) for label, p in outputs if p is not None]
+    ins = [(label, Path(p)) for label, p in inputs if p is not None]
+    for i, (label, path) in enumerate(outs):
+        others = [(o, q, "another output") for o, q in outs[:i]] + [(o, q, "an input") for o, q in ins]
+        for other, where, role in others:
+            if _same(path, where):
+                names = (f"{other} and {label} both name {path}" if path == where
+                         else f"{other} {where} and {label} {path} are the same file")  # fmt: skip
+                raise ValueError(f"{names}: an output must not overwrite {role}")
 
 
 def write_text(path, text: str) -> Path:

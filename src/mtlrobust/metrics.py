@@ -70,6 +70,11 @@ def _pair(clean, adv) -> tuple[np.ndarray, np.ndarray]:
     a = np.asarray(adv, dtype=np.float64).ravel()
     if c.shape != a.shape:
         raise ValueError(f"clean and adversarial values differ in length: {c.size} vs {a.size}")
+    for name, v in (("clean", c), ("adversarial", a)):
+        bad = np.isinf(v) | (v < 0)  # NaN (no valid pixel) is skipped by the reductions, these are not
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"{name} value {float(v[i])!r} of sample {i}: expected a number >= 0 or NaN")
     return c, a
 
 

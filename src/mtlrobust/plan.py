@@ -10,15 +10,23 @@ deliberately simple and printed with its assumptions:
   per attack pass (forward + backward to the input, ~2/3 of a training step since no weight gradients).
 
 Seconds per training image come from a seconds-per-epoch table at 256x256 (``--per-epoch-seconds``: a JSON
-file or string ``{"resnet18": 60, ...}``, measured on your GPU, epoch = ``--epoch-images`` images). The
-built-in table is an estimate, not a measurement: the supplementary's per-image inference cost (Table 1,
-"Cost", FLOPs) x 3 for a training step, at an assumed effective 25 TFLOP/s (an A100-class GPU in fp32/TF32).
+file or string ``{"resnet18": 60, ...}``, measured on your GPU, epoch = ``--epoch-images`` images), scaled to
+the study's ``model.resolution`` by the pixel count (the FLOPs of a convolutional network grow with it; small
+inputs use a GPU less well, so at 32-64 px this is a lower bound). The built-in table is an estimate, not a
+measurement: the supplementary's per-image inference cost (Table 1, "Cost", FLOPs) x 3 for a training step, at
+an assumed effective 25 TFLOP/s (an A100-class GPU in fp32/TF32).
+
+The disk estimate adds what a finished study keeps: one float32 weights checkpoint per model and milestone
+(parameter counts of the models built on torch's meta device, no memory used), the evaluation CSVs (rows x
+~250 bytes) and the packed arrays. The optimizer state a milestone resumes from (twice the weights with
+Adam) is temporary and not counted, nor are the raw data (Taskonomy's archives) or logs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -30,6 +38,8 @@ INFERENCE_GFLOPS = {"resnet18": 6.09, "resnet50": 9.90, "xception": 3.64, "resne
 ASSUMED_TFLOPS = 25.0  # effective training throughput of the assumed GPU (A100-class, fp32/TF32 convnets)
 TRAIN_FLOPS_FACTOR = 3.0  # forward + backward (input and weight gradients)
 ATTACK_PASS_FRACTION = 2.0 / 3.0  # an attack step needs no weight gradients
+REFERENCE_RESOLUTION = 256  # the resolution of the seconds-per-epoch tables
+EVAL_ROW_BYTES = 250  # one row of an evaluation CSV (measured: 241 in the test study)
 # Supplementary Appendix B: 9464 images of the sample building, 80% of the rooms train, 20% test.
 DEFAULT_TRAIN_IMAGES = 7571
 DEFAULT_TEST_IMAGES = 1893
@@ -49,7 +59,9 @@ def builtin_per_epoch_seconds(images: int) -> dict[str, float]:
 
 def load_per_epoch_seconds(value: str) -> dict[str, float]:
     """`value` is a JSON object or the path of a JSON file: {arch: seconds per epoch}."""
-    text = Path(value).read_text() if Path(value).is_file() else value
+    from .files import read_text  # names the file when it is not UTF-8
+
+    text = read_text(value, "JSON file") if Path(value).is_file() else value
     try:
         table = json.loads(text)
     except json.JSONDecodeError as e:
@@ -90,13 +102,18 @@ def job_counts(plan: study.Plan) -> Counter:
     """Jobs per rule of a run from an empty folder (what ``snakemake -n`` lists)."""
     config = plan.config
     counts = Counter(j["rule"] for j in jobs(plan))
+    # milestones a later one resumes from run as rule train_resumable (rules/train.smk)
+    counts["train_resumable"] = sum(
+        plan.previous_epoch(m, e) is not None for m, es in plan.epochs.items() for e in es
+    )
+    counts["train"] -= counts["train_resumable"]
     counts["evaluate"] -= len(plan.traced)  # the same jobs, run by rule evaluate_traced (rules/attack.smk)
     counts["evaluate_traced"] = len(plan.traced)
     counts["prepare"] = len({"train", "val", config["evaluation"]["split"]})
     if config["dataset"]["source"] == "synthetic":
         counts["synthesize"] = 1
     elif config["dataset"]["taskonomy"]["root"] is None:
-        counts["download"] = 1
+        counts["download_archives"] = 1
     counts["table"], counts["figure"] = len(plan.tables()), len(plan.figures())
     counts["theory"] = int(plan.theory is not None)
     counts["claims"] = int(bool(plan.claims_sources()))
@@ -106,8 +123,19 @@ def job_counts(plan: study.Plan) -> Counter:
 
 
 # ------------------------------------------------------------------------------------ the estimate
-def estimate(jobs: list[dict], per_epoch: dict[str, float], epoch_images: int, test_images: int) -> dict:
-    """GPU-hours per (rule, arch) of the train and evaluate jobs; other rules are CPU-only and not counted."""
+def at_resolution(per_epoch: dict[str, float], resolution: int) -> dict[str, float]:
+    """Seconds per epoch at 256x256 scaled to ``resolution`` px by the pixel count (FLOPs ~ pixels)."""
+    scale = (resolution / REFERENCE_RESOLUTION) ** 2
+    return {a: s * scale for a, s in per_epoch.items()}
+
+
+def estimate(
+    jobs: list[dict], per_epoch: dict[str, float], epoch_images: int, test_images: int, train_images=None
+) -> dict:
+    """GPU-hours per (rule, arch) of the train and evaluate jobs; other rules are CPU-only and not counted.
+    ``per_epoch`` holds seconds per ``epoch_images`` images; an epoch of the study has ``train_images``
+    (default: ``epoch_images``)."""
+    train_images = epoch_images if train_images is None else train_images
     hours: Counter = Counter()
     missing = sorted({j["arch"] for j in jobs} - set(per_epoch))
     if missing:
@@ -115,28 +143,128 @@ def estimate(jobs: list[dict], per_epoch: dict[str, float], epoch_images: int, t
     for job in jobs:
         arch = job["arch"]
         if job["rule"] == "train":
-            hours[("train", arch)] += job["epochs"] * per_epoch[arch] / 3600
+            hours[("train", arch)] += job["epochs"] * per_epoch[arch] * train_images / epoch_images / 3600
         else:
             per_image = per_epoch[arch] / epoch_images * ATTACK_PASS_FRACTION
             hours[("evaluate", arch)] += test_images * job["subsets"] * job["passes"] * per_image / 3600
     return dict(hours)
 
 
+# ------------------------------------------------------------------------------------ disk
+def _decoder_kind(plan: study.Plan) -> str:
+    return plan.config["model"]["decoder"]
+
+
+def weights_bytes(plan: study.Plan) -> dict[str, int]:
+    """Bytes of each model's weights (its checkpoint without the small meta): the encoder, its tasks'
+    decoders and the input normalisation, counted on models built on torch's meta device."""
+    import torch
+
+    from .models import MultiTaskNet
+
+    parts: dict[str, dict[str, int]] = {}  # arch -> state-dict prefix -> bytes
+    for arch in sorted({m.arch for m in plan.models.values()}):
+        tasks = sorted({t for m in plan.models.values() if m.arch == arch for t in m.tasks})
+        with torch.device("meta"):
+            net = MultiTaskNet(arch, tasks, decoder=_decoder_kind(plan))
+        sizes: Counter = Counter()
+        for k, v in net.state_dict().items():
+            head = k.split(".")[:2] if k.startswith("decoders.") else k.split(".")[:1]
+            sizes[".".join(head)] += v.numel() * v.element_size()
+        parts[arch] = dict(sizes)
+    out = {}
+    for model_id, m in plan.models.items():
+        own = parts[m.arch]
+        out[model_id] = sum(b for k, b in own.items() if not k.startswith("decoders.")) + sum(
+            own[f"decoders.{t}"] for t in m.tasks
+        )
+    return out
+
+
+def split_sizes(plan: study.Plan, train_images: int, test_images: int) -> tuple[int, int]:
+    """(training views, held-out views) of the study: counted for the synthetic data (split by point as
+    the study sets, else 80/20), the given numbers for Taskonomy."""
+    ds = plan.config["dataset"]
+    if ds["source"] != "synthetic":
+        return train_images, test_images
+    syn = ds["synthetic"]
+    total = syn["buildings"] * syn["points"] * syn["views"]
+    thr = ds["split_point_threshold"]
+    train = syn["buildings"] * syn["views"] * min(thr, syn["points"]) if thr else round(0.8 * total)
+    return train, total - train
+
+
+def packed_bytes(plan: study.Plan, train: int, held: int) -> int:
+    """Bytes of the packed splits (``train`` training views; val and the evaluation split, ``held`` views
+    each): rgb, targets and masks."""
+    from . import tasks as T
+
+    config = plan.config
+    res = int(config["model"]["resolution"])
+    per_image = 3 + sum(  # uint8 rgb; uint8 labels or float32 channels; uint8 mask per task
+        (1 if T.get(t).is_segmentation else 4 * T.get(t).channels) + 1 for t in plan.tasks
+    )
+    # val and the evaluation split are prepared separately, even when they hold the same views
+    splits = len({"val", config["evaluation"]["split"]})
+    return (train + splits * held) * res * res * per_image
+
+
+def disk_estimate(plan: study.Plan, train: int, held: int, test_images: int) -> dict[str, int]:
+    """Bytes a finished study keeps: checkpoints (weights only), evaluation CSVs (``test_images`` per
+    evaluation) and packed data (``train`` and ``held`` views, see ``packed_bytes``)."""
+    weights = weights_bytes(plan)
+    ckpts = sum(weights[m] for m, es in plan.epochs.items() for _ in es)
+    rows = sum(
+        len(subsets) * test_images * len(plan.models[m].tasks) for (m, _, _), subsets in plan.evals.items()
+    )
+    return {
+        "checkpoints": ckpts,
+        "evaluations": rows * EVAL_ROW_BYTES,
+        "packed data": packed_bytes(plan, train, held),
+    }
+
+
+def _size(n: float) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
 def report(
-    counts: Counter, jobs: list[dict], hours: dict, per_epoch: dict[str, float], source: str, args
-) -> str:
+    counts: Counter, jobs: list[dict], hours: dict, per_epoch: dict[str, float], source: str, args,
+    resolution: int = REFERENCE_RESOLUTION, disk: dict[str, int] | None = None, images: tuple = (),
+) -> str:  # fmt: skip
+    """The plan as text; ``images``: (training images per epoch, test images per evaluation job)."""
+    train_images, test_images = images or (args.epoch_images, args.test_images)
     lines = [f"Study {args.configfile}: {sum(counts.values())} jobs", "", f"{'rule':<14}{'jobs':>8}"]
     lines += [f"{rule:<14}{n:>8}" for rule, n in counts.most_common()]
     lines += ["", f"Seconds per epoch at 256x256 ({args.epoch_images} images/epoch; {source}):"]
     lines += [f"  {arch:<16}{s:>10.1f}" for arch, s in sorted(per_epoch.items())]
-    lines += ["", f"GPU-hours ({args.test_images} test images per evaluation job, or evaluation.limit):",
+    if resolution != REFERENCE_RESOLUTION:
+        scale = (resolution / REFERENCE_RESOLUTION) ** 2
+        lines += [
+            f"The study's models see {resolution}x{resolution} px (model.resolution): the GPU-hours scale",
+            f"those seconds by ({resolution}/256)^2 = {scale:.4g}, as FLOPs scale with the pixels (small",
+            "inputs use a GPU less well: below ~128 px, read the hours as a lower bound).",
+        ]
+    lines += ["", f"GPU-hours ({train_images} training images per epoch, {test_images} test images per "
+              "evaluation job):",
               f"{'rule':<10}{'arch':<18}{'jobs':>6}{'GPU-h':>10}"]  # fmt: skip
+    total = sum(hours.values())
+    digits = 1 if total >= 10 else 3
     for (rule, arch), h in sorted(hours.items()):
         n = sum(1 for j in jobs if j["rule"] == rule and j["arch"] == arch)
-        lines.append(f"{rule:<10}{arch:<18}{n:>6}{h:>10.1f}")
-    total = sum(hours.values())
-    lines += [f"{'total':<34}{total:>10.1f}", "",
+        lines.append(f"{rule:<10}{arch:<18}{n:>6}{h:>10.{digits}f}")
+    seconds = f" (= {total * 3600:.2g} GPU-seconds)" if total < 0.1 else ""
+    lines += [f"{'total':<34}{total:>10.{digits}f}{seconds}", "",
               "Not counted: download/preparation/analysis (CPU), queueing, failed attempts."]  # fmt: skip
+    if disk is not None:
+        lines += ["", f"Disk, what the finished study keeps: {_size(sum(disk.values()))}"]
+        lines += [f"  {k:<14}{_size(v):>10}" for k, v in disk.items()]
+        lines += [
+            "Checkpoints hold float32 weights only; a milestone's optimizer state (2x its weights with",
+            "Adam) lives until the next milestone exists. Not counted: raw data, logs.",
+        ]
     return "\n".join(lines)
 
 
@@ -165,14 +293,24 @@ def run(args) -> int:
     else:
         per_epoch, source = builtin_per_epoch_seconds(args.epoch_images), BUILTIN_SOURCE
     plan = study.load(args.configfile, args.schema)
+    try:  # the workflow refuses it before any job; a cost estimate is still useful before agreeing
+        study.check_licence(plan.config)
+    except study.StudyError as e:
+        print(f"mtlrobust plan: warning: {e}", file=sys.stderr)
     limit = plan.config["evaluation"]["limit"]
-    test_images = min(args.test_images, limit) if limit else args.test_images
+    train_images, held = split_sizes(plan, args.epoch_images, args.test_images)
+    test_images = min(held, limit) if limit else held
     job_list, counts = jobs(plan), job_counts(plan)
-    hours = estimate(job_list, per_epoch, args.epoch_images, test_images)
+    resolution = int(plan.config["model"]["resolution"])
+    scaled = at_resolution(per_epoch, resolution)
+    hours = estimate(job_list, scaled, args.epoch_images, test_images, train_images)
+    disk = disk_estimate(plan, train_images, held, test_images)
     if args.json:
         print(json.dumps({"jobs": dict(counts),
                           "gpu_hours": {f"{r}/{a}": round(h, 2) for (r, a), h in sorted(hours.items())},
-                          "per_epoch_seconds": per_epoch, "source": source}, indent=2))  # fmt: skip
+                          "per_epoch_seconds": per_epoch, "source": source, "resolution": resolution,
+                          "disk_bytes": disk}, indent=2))  # fmt: skip
     else:
-        print(report(counts, job_list, hours, per_epoch, source, args))
+        images = (train_images, test_images)
+        print(report(counts, job_list, hours, per_epoch, source, args, resolution, disk, images))
     return 0

@@ -8,10 +8,13 @@ setting. Unlike the reference the data order is shuffled (seeded per epoch) and 
 is dropped as the reference's loader did.
 
 Exactness: the data order and the optional horizontal flips are pure functions of (seed, epoch,
-batch), and every state that changes (model, optimizer, scheduler, grad scaler, RNGs, per-epoch
-history, running loss sums of the current epoch) is in the checkpoint. So a milestone resumed with
-``--resume-from`` or a killed run resumed from ``{out}.partial`` gives bit-identical weights on CPU, and
-the same command writes the same checkpoint bytes (timings go to the log CSV only). On CUDA, default
+batch), and every state that changes (``TrainState``: model, optimizer, scheduler, grad scaler, RNGs,
+per-epoch history, running loss sums of the current epoch) is saved: the weights and history in ``--out``,
+the rest in ``{out}.resume.pt`` with ``--keep-resume`` (``checkpoint.save_milestone``), everything in
+``{out}.partial`` during the run. So a milestone resumed with ``--resume-from`` or a killed run resumed
+from ``{out}.partial`` gives bit-identical weights on CPU, and the same command writes the same checkpoint
+bytes (timings go to the log CSV only, written after the checkpoint). Each epoch ends with one line on
+stderr (losses, elapsed time, ETA) for the job's log. On CUDA, default
 kernels are not deterministic (two uninterrupted runs already differ); with ``--deterministic`` a resumed
 GPU run was checked to be bit-identical too. ``--amp`` autocasts to bf16 (fp16 + GradScaler where bf16
 is unsupported) on CUDA only; on CPU it is ignored with a warning.
@@ -38,10 +41,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, values
+from . import progress, values
 from . import tasks as T
 from .baseline import TRIVIAL_COLUMN, VAL_COLUMN, constant_predictor, target_statistics, trivial_output
-from .checkpoint import FORMAT, check_expect, checkpoint_meta, load_checkpoint, non_finite_tensors, save
+from .checkpoint import (
+    RESUME_KEYS,
+    check_expect,
+    checkpoint_meta,
+    compose,
+    load_checkpoint,
+    load_training_state,
+    non_finite_tensors,
+    save,
+    save_milestone,
+)
 from .device import CHOICES as DEVICES
 from .device import resolve as resolve_device
 from .files import check_output, write_csv
@@ -122,7 +135,14 @@ class TrainConfig:
         metavar="JSON",
     )
     seed: int = _opt("seed of the initial weights, data order and flips", 0, type=int)
-    resume_from: str | None = _opt("checkpoint of an earlier milestone of the same model", None)
+    resume_from: str | None = _opt(
+        "checkpoint of an earlier milestone of the same model (its .resume.pt must be next to it)", None
+    )
+    keep_resume: bool = _opt(
+        "also write the optimizer, scheduler and RNG state that --resume-from of a later milestone needs, "
+        "to --out with .resume.pt (twice the weights' size with Adam)",
+        False,
+    )
     log: str | None = _opt("per-epoch CSV (default: --out with .csv)", None)
     batch_size: int = _opt("training batch size (>= 2: BatchNorm needs two samples)", 32, type=int)
     optimizer: str = _opt("adam (the authors' code) or sgd (the supplementary)", "adam", choices=OPTIMIZERS)
@@ -163,7 +183,11 @@ class TrainConfig:
     )
     deterministic: bool = _opt("CUDA: deterministic kernels (exact GPU resume, slower)", False)
     progress: bool | None = _opt(
-        "no tqdm progress bar", None, flag="--no-progress", action="store_const", const=False
+        "no live progress bar (the per-epoch lines to stderr stay)",
+        None,
+        flag="--no-progress",
+        action="store_const",
+        const=False,
     )
 
     def check(self) -> None:
@@ -426,6 +450,8 @@ def _load_partial(partial: Path, check) -> dict | None:
     try:
         state = load_checkpoint(partial)
         check(state, partial)
+        if not all(k in state for k in RESUME_KEYS):
+            raise ValueError("it holds no optimizer/scheduler/RNG state")
     except ValueError as e:
         print(f"warning: discarding {partial}, starting over: {e}", file=sys.stderr)
         partial.unlink()
@@ -437,13 +463,89 @@ def _load_partial(partial: Path, check) -> dict | None:
     return state
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train up to ``cfg.epochs`` (a milestone) and write ``cfg.out``; returns the checkpoint meta."""
-    from tqdm import tqdm
+def _epoch_line(spec: ModelSpec, row: Mapping, target: int, seconds: float, elapsed: float, done: int) -> str:
+    """One progress line per epoch for the job's log: losses, the epoch's time, the job's elapsed time and
+    an ETA (this job's mean epoch time x the epochs left)."""
+    cols = [(t, VAL_COLUMN.format(t)) for t in spec.tasks]
+    errors = ", ".join(f"{t} {row[c]:.4g}" for t, c in cols if c in row)
+    return (
+        f"{spec.id}: epoch {row['epoch']}/{target} in {seconds:.1f} s, train loss {row['train_loss']:.4g}"
+        + (f", val error {errors}" if errors else "")
+        + "; "
+        + progress.timing(elapsed, done, done + target - row["epoch"])
+    )
 
-    cfg.check()
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
+
+@dataclass
+class _Job:
+    """What stays fixed during one ``train`` call: settings, data, device."""
+
+    cfg: TrainConfig
+    spec: ModelSpec
+    weights: dict[str, float]
+    train_ds: object
+    val_ds: object
+    hp: dict
+    resolution: int
+    device: torch.device
+    use_amp: bool
+    amp_dtype: torch.dtype
+
+    @property
+    def task_ids(self) -> list[str]:
+        return list(self.spec.tasks)
+
+
+@dataclass
+class TrainState:
+    """Everything a training run changes: what its checkpoints store (``checkpoint.compose``), plus the
+    epoch timings, which only the log and a killed run's .partial hold."""
+
+    model: MultiTaskNet
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    epoch: int = 0  # epochs done
+    batch: int = 0  # batches of the next epoch done (a .partial resumed mid-epoch)
+    history: list[dict] = dataclasses.field(default_factory=list)
+    trivial: dict = dataclasses.field(default_factory=dict)
+    running: dict = dataclasses.field(default_factory=dict)  # loss sums of the current epoch
+    times: dict[int, float] = dataclasses.field(default_factory=dict)
+
+    def restore(self, ckpt: Mapping, times: Mapping[int, float], device) -> None:
+        """Continue from a checkpoint with its resume state (a milestone or a .partial)."""
+        self.model.load_state_dict(ckpt["model"], strict=True)
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.sched.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        _set_rng_state(ckpt["rng"], device)
+        self.epoch, self.batch = int(ckpt["epoch"]), int(ckpt["batch"])
+        self.history, self.trivial = list(ckpt["history"]), ckpt["trivial"]
+        self.running = dict(ckpt.get("running") or {})
+        self.times = {e: t for e, t in times.items() if e <= self.epoch}
+
+    def checkpoint(self, job: _Job, batch: int, running: dict, final: bool) -> dict:
+        spec = job.spec
+        identity = {"model_id": spec.id, "arch": spec.arch, "decoder": job.cfg.decoder, "tasks": job.task_ids,
+                    "main": spec.main, "weighting": spec.weighting, "weights": job.weights, "seed": spec.seed,
+                    "resolution": job.resolution, "normalization": self.model.normalization}  # fmt: skip
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "rng": _rng_state(job.device),
+        }
+        return compose(identity, epoch=self.epoch, batch=batch, complete=final, hparams=job.hp,
+                       history=self.history, trivial=self.trivial, running=running, state=state)  # fmt: skip
+
+    def partial(self, job: _Job, batch: int, running: dict) -> dict:
+        """A .partial snapshot: the checkpoint plus the timings of the epochs done."""
+        return {**self.checkpoint(job, batch, running, False), "times": dict(self.times)}
+
+
+def _setup_device(cfg: TrainConfig) -> torch.device:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         if cfg.deterministic:
@@ -451,173 +553,168 @@ def train(cfg: TrainConfig) -> dict:
             torch.backends.cudnn.deterministic = True
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = bool(cfg.cudnn_benchmark) and not cfg.deterministic
+    return device
+
+
+def _open_job(cfg: TrainConfig) -> _Job:
+    """Check the settings and the data and fix what the run needs."""
+    cfg.check()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = _setup_device(cfg)
     spec = model_spec(cfg.arch, cfg.weighting, cfg.tasks, cfg.seed, cfg.main)
     weights = T.task_weights(spec.tasks, spec.weighting, main=spec.main, explicit=cfg.explicit_weights)
-    task_ids = list(spec.tasks)
-    out = Path(cfg.out)
-    partial = out.with_name(out.name + ".partial")
-    log_path = Path(cfg.log) if cfg.log else out.with_suffix(".csv")
-
     root = Path(cfg.data)
-    train_ds = _open_split(root, "train", task_ids)
-    val_ds = _open_split(root, "val", task_ids) if cfg.val_limit != 0 else None
+    train_ds = _open_split(root, "train", spec.tasks)
+    val_ds = _open_split(root, "val", spec.tasks) if cfg.val_limit != 0 else None
     _check_splits(train_ds, val_ds, cfg)
-    resolution = int(train_ds.resolution)
-    hp = _hparams(cfg, len(train_ds))
     use_amp = bool(cfg.amp) and device.type == "cuda"
     if cfg.amp and not use_amp:
-        warnings.warn("--amp is ignored on CPU (mixed precision is used on CUDA only)", stacklevel=2)
+        warnings.warn("--amp is ignored on CPU (mixed precision is used on CUDA only)", stacklevel=3)
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    hp = _hparams(cfg, len(train_ds))
+    return _Job(
+        cfg, spec, weights, train_ds, val_ds, hp, int(train_ds.resolution), device, use_amp, amp_dtype
+    )
 
-    def check(state, src):
-        _check_resumable(state, src, spec, weights, hp, resolution, cfg.decoder)
-        if state["epoch"] > cfg.epochs:
-            raise ValueError(f"{src} is at epoch {state['epoch']}, past the target --epochs {cfg.epochs}")
 
-    state = _load_partial(partial, check) if partial.is_file() else None
-    if state is not None:
-        times = _read_times(log_path)
+def _start(job: _Job, partial: Path) -> TrainState:
+    """A fresh run, or the one a killed run left in ``partial``, or the milestone of ``--resume-from``."""
+    cfg = job.cfg
+
+    def check(ckpt, src):
+        _check_resumable(ckpt, src, job.spec, job.weights, job.hp, job.resolution, cfg.decoder)
+        if ckpt["epoch"] > cfg.epochs:
+            raise ValueError(f"{src} is at epoch {ckpt['epoch']}, past the target --epochs {cfg.epochs}")
+
+    ckpt = _load_partial(partial, check) if partial.is_file() else None
+    if ckpt is not None:
+        times = {int(e): float(t) for e, t in (ckpt.get("times") or {}).items()}
     elif cfg.resume_from:
-        state = load_checkpoint(cfg.resume_from)
-        check(state, Path(cfg.resume_from))
+        ckpt = load_training_state(cfg.resume_from, check)
         times = _read_times(Path(cfg.resume_from).with_suffix(".csv"))
 
     # the global RNGs are seeded too, so the RNG states stored in the checkpoint are reproducible
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)  # noqa: NPY002 - the legacy global RNG some libraries draw from
     random.seed(cfg.seed)
-    model = MultiTaskNet(spec.arch, task_ids, pretrained=cfg.pretrained, decoder=cfg.decoder).to(device)
+    model = MultiTaskNet(job.spec.arch, job.task_ids, pretrained=cfg.pretrained, decoder=cfg.decoder)
+    model = model.to(job.device)
     opt = _make_optimizer(model.parameters(), cfg)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=hp["lr_milestones"], gamma=cfg.lr_gamma)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-    if state is not None:
-        model.load_state_dict(state["model"], strict=True)
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"], device)
-        epoch, start_batch = int(state["epoch"]), int(state["batch"])
-        history, trivial, running = list(state["history"]), state["trivial"], dict(state["running"])
-        times = {e: t for e, t in times.items() if e <= epoch}
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=job.hp["lr_milestones"], gamma=cfg.lr_gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=job.use_amp and job.amp_dtype == torch.float16)
+    st = TrainState(model, opt, sched, scaler)
+    if ckpt is not None:
+        st.restore(ckpt, times, job.device)
     else:
-        epoch, start_batch, history, running, times = 0, 0, [], {}, {}
-        stats = target_statistics(train_ds, task_ids)
-        trivial = constant_predictor(stats)
+        stats = target_statistics(job.train_ds, job.task_ids)
+        st.trivial = constant_predictor(stats)
         if cfg.init_at_prior:
             init_outputs_at_prior(model, stats)
+    return st
 
-    def snapshot(batch: int, running: dict, final: bool) -> dict:
-        return {
-            "format": FORMAT,
-            "version": __version__,
-            "model_id": spec.id,
-            "arch": spec.arch,
-            "decoder": cfg.decoder,
-            "tasks": task_ids,
-            "main": spec.main,
-            "weighting": spec.weighting,
-            "weights": weights,
-            "seed": spec.seed,
-            "resolution": resolution,
-            "normalization": model.normalization,
-            "epoch": epoch,
-            "batch": batch,
-            "complete": final,
-            "hparams": hp,
-            "history": history,
-            "trivial": trivial,
-            "running": running,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(),
-            "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-            "rng": _rng_state(device),
-        }
 
-    pin = device.type == "cuda"
-    last_save = time.monotonic()
-    model.train()
-    while epoch < cfg.epochs:
-        batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch)
-        lr = opt.param_groups[0]["lr"]
-        t0 = time.perf_counter() - running.get("time_s", 0.0)
-        bar = tqdm(
-            range(start_batch, len(batches)),
-            desc=f"{spec.id} epoch {epoch + 1}/{cfg.epochs}",
-            initial=start_batch,
-            total=len(batches),
-            disable=None if cfg.progress is None else not cfg.progress,
-            leave=False,
+def _step(job: _Job, st: TrainState, idx: np.ndarray, b: int, n_batches: int) -> None:
+    """One optimizer step on the batch ``idx`` (batch ``b`` of the epoch); adds its losses to ``running``."""
+    cfg, device, pin = job.cfg, job.device, job.device.type == "cuda"
+    x, tg, mk = job.train_ds.batch(idx)
+    if pin:
+        x, tg, mk = (x.pin_memory(), {k: v.pin_memory() for k, v in tg.items()},
+                     {k: v.pin_memory() for k, v in mk.items()})  # fmt: skip
+    x = x.to(device, non_blocking=pin)
+    tg = {k: v.to(device, non_blocking=pin) for k, v in tg.items()}
+    mk = {k: v.to(device, non_blocking=pin) for k, v in mk.items()}
+    if cfg.hflip:
+        flags = torch.from_numpy(flip_flags(cfg.seed, st.epoch, b, x.shape[0])).to(device)
+        x, tg, mk = hflip_batch(x, tg, mk, flags)
+    with torch.autocast(device.type, dtype=job.amp_dtype, enabled=job.use_amp):
+        outs = st.model(x)
+    losses = {
+        tid: T.get(tid).loss(outs[tid].float(), tg[tid], mk[tid], reduction=cfg.loss_reduction).mean()
+        for tid in job.task_ids
+    }
+    for tid, loss in losses.items():
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{job.spec.id}: non-finite loss {float(loss.detach())} for task {tid} "
+                f"at epoch {st.epoch + 1}, batch {b + 1}/{n_batches}"
+            )
+    total = sum(job.weights[tid] * losses[tid] for tid in job.task_ids)
+    st.opt.zero_grad(set_to_none=True)
+    st.scaler.scale(total).backward()
+    st.scaler.step(st.opt)
+    st.scaler.update()
+    for tid in job.task_ids:
+        st.running[tid] = st.running.get(tid, 0.0) + float(losses[tid].detach())
+    st.running["total"] = st.running.get("total", 0.0) + float(total.detach())
+
+
+def _end_epoch(job: _Job, st: TrainState, lr: float, n_batches: int) -> dict:
+    """The epoch's log row: mean losses, and after the optional BatchNorm re-estimate the validation
+    errors; refuses non-finite weights or outputs (no checkpoint of a broken model)."""
+    cfg, spec, e = job.cfg, job.spec, st.epoch + 1
+    row = {"epoch": e, "lr": lr, "train_loss": st.running["total"] / n_batches}
+    row.update({f"train_loss_{tid}": st.running[tid] / n_batches for tid in job.task_ids})
+    if cfg.bn_recalibrate:
+        recalibrate_batchnorm(st.model, job.train_ds, cfg.bn_recalibrate, cfg.batch_size, job.device)
+    bad = non_finite_tensors(st.model.state_dict())
+    if bad:
+        raise FloatingPointError(
+            f"{spec.id}: weights became non-finite in epoch {e} ({len(bad)} tensors, e.g. "
+            f"{bad[0]}); no checkpoint written, lower {flag('lr')} (now {cfg.lr!r})"
         )
+    if job.val_ds is not None:
+        v = validate(
+            st.model, job.val_ds, job.task_ids, cfg.batch_size, job.device, cfg.val_limit, st.trivial
+        )
+        _check_validation(v, job.task_ids, spec.id, e)
+        row.update({VAL_COLUMN.format(tid): v[tid] for tid in job.task_ids})
+        row.update({TRIVIAL_COLUMN.format(tid): v[f"trivial:{tid}"] for tid in job.task_ids})
+    return row
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train up to ``cfg.epochs`` (a milestone) and write ``cfg.out``; returns the checkpoint meta."""
+    from tqdm import tqdm
+
+    job = _open_job(cfg)
+    out = Path(cfg.out)
+    partial = out.with_name(out.name + ".partial")
+    log_path = Path(cfg.log) if cfg.log else out.with_suffix(".csv")
+    st = _start(job, partial)
+    last_save = job_start = time.monotonic()
+    first_epoch = st.epoch
+    st.model.train()
+    while st.epoch < cfg.epochs:
+        batches = epoch_batches(len(job.train_ds), cfg.batch_size, cfg.seed, st.epoch)
+        lr = st.opt.param_groups[0]["lr"]
+        t0 = time.perf_counter() - st.running.get("time_s", 0.0)
+        bar = tqdm(range(st.batch, len(batches)), desc=f"{job.spec.id} epoch {st.epoch + 1}/{cfg.epochs}",
+                   initial=st.batch, total=len(batches), leave=False,
+                   disable=None if cfg.progress is None else not cfg.progress)  # fmt: skip
         for b in bar:
-            x, tg, mk = train_ds.batch(batches[b])
-            if pin:
-                x, tg, mk = (
-                    x.pin_memory(),
-                    {k: v.pin_memory() for k, v in tg.items()},
-                    {k: v.pin_memory() for k, v in mk.items()},
-                )
-            x = x.to(device, non_blocking=pin)
-            tg = {k: v.to(device, non_blocking=pin) for k, v in tg.items()}
-            mk = {k: v.to(device, non_blocking=pin) for k, v in mk.items()}
-            if cfg.hflip:
-                flags = torch.from_numpy(flip_flags(cfg.seed, epoch, b, x.shape[0])).to(device)
-                x, tg, mk = hflip_batch(x, tg, mk, flags)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                outs = model(x)
-            losses = {
-                tid: T.get(tid).loss(outs[tid].float(), tg[tid], mk[tid], reduction=cfg.loss_reduction).mean()
-                for tid in task_ids
-            }
-            for tid, loss in losses.items():
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"{spec.id}: non-finite loss {float(loss.detach())} for task {tid} "
-                        f"at epoch {epoch + 1}, batch {b + 1}/{len(batches)}"
-                    )
-            total = sum(weights[tid] * losses[tid] for tid in task_ids)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(opt)
-            scaler.update()
-            for tid in task_ids:
-                running[tid] = running.get(tid, 0.0) + float(losses[tid].detach())
-            running["total"] = running.get("total", 0.0) + float(total.detach())
-            bar.set_postfix(loss=f"{running['total'] / (b + 1):.4f}", refresh=False)
+            _step(job, st, batches[b], b, len(batches))
+            bar.set_postfix(loss=f"{st.running['total'] / (b + 1):.4f}", refresh=False)
             done = b + 1
             if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < len(batches):
-                save(partial, snapshot(done, {**running, "time_s": time.perf_counter() - t0}, False))
+                save(partial, st.partial(job, done, {**st.running, "time_s": time.perf_counter() - t0}))
                 last_save = time.monotonic()
         bar.close()
-        nb = len(batches)
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": running["total"] / nb}
-        row.update({f"train_loss_{tid}": running[tid] / nb for tid in task_ids})
-        if cfg.bn_recalibrate:
-            recalibrate_batchnorm(model, train_ds, cfg.bn_recalibrate, cfg.batch_size, device)
-        bad = non_finite_tensors(model.state_dict())
-        if bad:
-            raise FloatingPointError(
-                f"{spec.id}: weights became non-finite in epoch {epoch + 1} ({len(bad)} tensors, e.g. "
-                f"{bad[0]}); no checkpoint written, lower {flag('lr')} (now {cfg.lr!r})"
-            )
-        if val_ds is not None:
-            v = validate(model, val_ds, task_ids, cfg.batch_size, device, cfg.val_limit, trivial)
-            _check_validation(v, task_ids, spec.id, epoch + 1)
-            row.update({VAL_COLUMN.format(tid): v[tid] for tid in task_ids})
-            row.update({TRIVIAL_COLUMN.format(tid): v[f"trivial:{tid}"] for tid in task_ids})
-        sched.step()
-        history.append(row)
-        times[epoch + 1] = round(time.perf_counter() - t0, 3)
-        epoch, start_batch, running = epoch + 1, 0, {}
-        _write_log(log_path, history, times)
-        if epoch < cfg.epochs and time.monotonic() - last_save >= cfg.checkpoint_seconds:
-            save(partial, snapshot(0, {}, False))
+        row = _end_epoch(job, st, lr, len(batches))
+        st.sched.step()
+        st.history.append(row)
+        st.times[st.epoch + 1] = round(time.perf_counter() - t0, 3)
+        st.epoch, st.batch, st.running = st.epoch + 1, 0, {}
+        elapsed = time.monotonic() - job_start
+        progress.line(
+            _epoch_line(job.spec, row, cfg.epochs, st.times[st.epoch], elapsed, st.epoch - first_epoch)
+        )
+        if st.epoch < cfg.epochs and time.monotonic() - last_save >= cfg.checkpoint_seconds:
+            save(partial, st.partial(job, 0, {}))
             last_save = time.monotonic()
-    final = snapshot(0, {}, True)
-    save(out, final)
-    _write_log(log_path, history, times)
+    final = st.checkpoint(job, 0, {}, True)
+    save_milestone(out, final, cfg.keep_resume)
+    _write_log(log_path, st.history, st.times)  # after the checkpoint: a log never stands without it
     partial.unlink(missing_ok=True)
     return checkpoint_meta(final)
 

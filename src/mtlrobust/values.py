@@ -10,7 +10,6 @@ import argparse
 import json
 import math
 from fractions import Fraction
-from pathlib import Path
 
 
 def budget(value, name: str, *, positive: bool = False, maximum: float = 1.0) -> float:
@@ -49,7 +48,20 @@ def budget_arg(name: str, **kw):
 
 def json_object(value: str, name: str, *, files: bool = False) -> dict:
     """``value`` as a JSON object (with ``files``: or a file holding one); errors name ``name``."""
-    text = Path(value).read_text() if files and not value.lstrip().startswith("{") else value
+    text = value
+    if files and value.lstrip()[:1] not in ("{", "["):  # JSON text starts so; a file name does not
+        from .files import read_text
+
+        try:
+            text = read_text(value, "JSON file")
+        except OSError as e:
+            raise ValueError(
+                f"{name} {value}: {e.strerror or e} (expected a JSON file or JSON text)"
+            ) from None
+        except ValueError as e:
+            raise ValueError(f"{name} {e}") from None
+        if not text.strip():
+            raise ValueError(f"{name} {value}: empty file, expected a JSON object")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:

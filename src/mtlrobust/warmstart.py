@@ -1,40 +1,44 @@
-"""Warm start: one worker per Python environment imports torch once; each torch stage the workflow runs
-(train, evaluate, theory) is a child forked from it instead of a fresh interpreter.
+"""Warm start: a launcher that runs ``python -m mtlrobust STAGE ...`` as a child forked from a worker that
+imported torch once, or runs it cold.
 
 Why: ``import torch`` (plus ``torch._dynamo``, which torch's optimizers import on their first step) costs
-2.8-4.6 CPU-s per process, ~21 % of the default study's CPU when each of its 85 torch jobs pays it. A
-forked child starts with everything imported; the hand-over costs ~0.3 CPU-s.
+2.8-4.6 CPU-s per process, ~21 % of the default study's CPU when each of its torch jobs pays it. A forked
+child starts with everything imported; the hand-over costs ~0.3 CPU-s.
 
-How: the workflow sets ``MTLROBUST_WARM=1`` for local runs (never for cluster jobs; the command also
-refuses inside a SLURM job, whose CPUs and memory must stay in its allocation). ``mtlrobust STAGE ...``
-then connects to the worker's Unix socket and hands over its arguments, working directory, environment,
-umask and stdin/stdout/stderr; the child runs exactly ``mtlrobust STAGE ...`` with them, with freshly
-seeded ``random``/``numpy`` global generators, and the command exits with the child's status. Ending the
-command (Ctrl-C, Snakemake cancelling a job) ends the child. With no worker yet, the command starts one in
-the background and runs cold; a worker exits after ``MTLROBUST_WARM_IDLE`` seconds (default 120) without a
-new job.
+How: for local runs the workflow writes its torch commands as ``python -m mtlrobust.warmstart run --
+python -m mtlrobust STAGE ...``. The launcher hands the command's arguments, working directory, environment,
+umask, resource limits, nice value, CPU affinity and stdin/stdout/stderr to this environment's worker; the
+worker forks a child that takes all of them on (or refuses when it cannot, e.g. a hard limit above the
+worker's) and runs ``python -m mtlrobust STAGE ...`` in itself. The launcher passes Ctrl-C, SIGTERM and
+SIGHUP on to the child and ends as the child ended (its exit status, or its signal); if the launcher is
+killed, the child is ended. Whenever no worker serves the command (none yet, a refusal, no answer within
+``MTLROBUST_WARM_TIMEOUT`` seconds, another user's socket, ``--help``, ``MTLROBUST_WARM=0``, a SLURM job)
+the launcher execs the command cold; with no worker yet it first starts one in the background, which exits
+after ``MTLROBUST_WARM_IDLE`` seconds without a job.
 
-The socket's name hashes the interpreter, the environment variables read at start-up (thread-pool sizes
-such as ``OMP_NUM_THREADS`` included) and the package's source files, so a different environment (another
-conda env, a container, other thread counts) or an edited source file never reaches an old worker. Sockets
-live in a directory only this user can enter. A worker that fails to import leaves its traceback in its
-log and a ``.failed`` mark, so its commands run cold without retrying; ``python -m mtlrobust.warmstart
-stop`` ends this user's workers now and clears the marks.
+Safety: the socket lives in Linux's abstract namespace (no file anyone could swap), each side checks the
+other's uid (SO_PEERCRED), and the worker's log and failure marks are opened relative to a directory
+descriptor that was opened without following links and checked (this user's, mode 0700) on the descriptor.
+The worker starts with only the environment variables its fingerprint covers, so a child's
+``/proc/PID/environ`` never shows another job's variables.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
+import ctypes
 import hashlib
 import importlib
 import importlib.util
 import io
 import json
+import math
 import os
 import random
 import resource
+import runpy
+import select
 import signal
 import socket
 import stat
@@ -42,40 +46,64 @@ import struct
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 
-from . import cli
-
 ENV = "MTLROBUST_WARM"
 IDLE_ENV = "MTLROBUST_WARM_IDLE"
-# What a child would otherwise import itself: the torch stages' modules and what torch's optimizers
-# import on their first step.
-PRELOAD = ("torch", "torch._dynamo", *(cli.COMMANDS[stage][0] for stage in cli.TORCH_STAGES))
-# Read by the interpreter or by libraries when they load (thread pools: OMP_NUM_THREADS, ...): a worker
-# serves only commands with the values it was started with, so its libraries are set up as theirs would be.
+TIMEOUT_ENV = "MTLROBUST_WARM_TIMEOUT"
+# What a child would otherwise import itself: torch, what its optimizers import on their first step, and the
+# modules of the stages the workflow launches (named, not imported from the command line: no import cycle).
+PRELOAD = ("torch", "torch._dynamo", "mtlrobust.train", "mtlrobust.evaluate", "mtlrobust.analysis.theory")
+# Read by the interpreter or by libraries when they load (locale, thread pools: OMP_NUM_THREADS, ...): a
+# worker serves only commands with the values it was started with, and starts with nothing else.
 IMPORT_TIME_ENV = ("PYTHON", "TORCH", "PYTORCH", "LD_", "CUDA", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_",
-                   "GOTO_", "VECLIB_", "NUMEXPR_", "NUMPY_")  # fmt: skip
+                   "GOTO_", "VECLIB_", "NUMEXPR_", "NUMPY_", "TRITON_", "LANG", "LC_")  # fmt: skip
+RLIMITS = sorted({getattr(resource, n): n for n in dir(resource) if n.startswith("RLIMIT_")}.values())
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 _INT = struct.Struct("!i")
-_SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes on Linux
+_MSG = struct.Struct("!ii")  # (kind, value)
+STARTED, REFUSED, EXITED, WAITED = 1, 2, 3, 4  # pid; 0; the stage's exit status; the worker's wait status
+REQUEST_MAX = 16 << 20
+_TITLE_ROOM = 4096  # bytes of the worker's argument area that a child's command line can be written over
 
 
 def enabled() -> bool:
-    """Whether this command may use a worker: asked for, on Linux, and not inside a SLURM job."""
+    """Whether a launched command may use a worker: not turned off, on Linux, and not inside a SLURM job."""
     return (
-        os.environ.get(ENV, "") not in ("", "0")
+        os.environ.get(ENV, "") != "0"
         and sys.platform.startswith("linux")
         and "SLURM_JOB_ID" not in os.environ
     )
 
 
+def seconds(var: str, default: float) -> float:
+    """A positive number of seconds from the environment variable VAR."""
+    raw = os.environ.get(var) or str(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{var}={raw!r}: expected a positive number of seconds")
+    return value
+
+
 def fingerprint(package_dir: str | os.PathLike | None = None) -> str:
-    """Hash of what a worker's state depends on: interpreter, import-time environment, source files."""
+    """Hash of what a worker's state depends on: interpreter, import-time environment, cgroup, hard
+    resource limits and nice value, sources."""
     h = hashlib.sha256()
     exe = os.stat(os.path.realpath(sys.executable))
-    h.update(f"{os.path.realpath(sys.executable)}|{exe.st_dev}|{exe.st_ino}|{sys.version}".encode())
+    h.update(f"{sys.executable}|{sys.prefix}|{exe.st_dev}|{exe.st_ino}|{sys.version}".encode())
     for key in sorted(k for k in os.environ if k.startswith(IMPORT_TIME_ENV)):
-        h.update(f"\0{key}={os.environ[key]}".encode())
+        h.update(f"\0{key}={os.environ[key]}".encode(errors="surrogateescape"))
+    with contextlib.suppress(OSError):  # a child stays in the worker's cgroup (CPU and memory controllers)
+        h.update(Path("/proc/self/cgroup").read_bytes())
+    # What a child could not take on from a worker started elsewhere: a hard limit above the worker's, a
+    # nice value below it (soft limits and CPU affinity are carried over by each request).
+    hard = [resource.getrlimit(getattr(resource, n))[1] for n in RLIMITS]
+    h.update(f"\0{hard}|{os.getpriority(os.PRIO_PROCESS, 0)}".encode())
     spec = importlib.util.find_spec("torch")
     for loc in (spec.submodule_search_locations or []) if spec else []:
         with contextlib.suppress(OSError):
@@ -87,62 +115,212 @@ def fingerprint(package_dir: str | os.PathLike | None = None) -> str:
     return h.hexdigest()[:16]
 
 
-def socket_dir() -> Path | None:
-    """This user's private directory for worker sockets, or None when it is not safely ours."""
+def private_dir() -> int | None:
+    """A descriptor of this user's directory for worker logs and failure marks, or None when it is not
+    safely ours. The last component is opened without following a link, and owner and mode are checked on
+    the descriptor, so a directory swapped in after a check is never used."""
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    d = Path(base) / f"mtlrobust-warm-{os.getuid()}"
+    name = f"mtlrobust-warm-{os.geteuid()}"
     try:
-        d.mkdir(mode=0o700, exist_ok=True)
-        st = os.lstat(d)
+        parent = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=parent)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+    except OSError:
         return None
-    return d
-
-
-def socket_path() -> Path | None:
-    d = socket_dir()
-    path = d / f"{fingerprint()}.sock" if d else None
-    return path if path and len(os.fsencode(path)) <= _SOCKET_PATH_MAX else None
-
-
-# ------------------------------------------------------------------------------ the command's side
-def run(argv: list[str]) -> int | None:
-    """Run ``mtlrobust ARGV`` as a child of this environment's worker and return its exit status;
-    None when no worker took it (the caller runs it cold; a worker is started for the next job)."""
-    if not enabled() or (path := socket_path()) is None:
+    finally:
+        os.close(parent)
+    if not is_private(fd):
+        os.close(fd)
         return None
-    request = json.dumps(
-        {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask()}
-    ).encode()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    return fd
+
+
+def is_private(fd: int) -> bool:
+    """A directory of this user that no one else may enter, list or write."""
+    st = os.fstat(fd)
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
+
+
+def open_in(dir_fd: int, name: str, flags: int) -> int:
+    """Open NAME inside the verified directory, never through a link, and only if it is this user's
+    regular file (O_NONBLOCK: a FIFO planted there must not block the open)."""
+    fd = os.open(name, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        os.close(fd)
+        raise PermissionError(f"{name} in the warm-start directory is not this user's regular file")
+    return fd
+
+
+def socket_name(dir_fd: int, key: str) -> str:
+    """The worker's abstract socket name (without its leading NUL): user, directory and fingerprint."""
+    st = os.fstat(dir_fd)
+    return f"mtlrobust-warm-{os.geteuid()}-{st.st_dev:x}-{st.st_ino:x}-{key}"
+
+
+def peer(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a Unix socket, as the kernel recorded it."""
+    pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    return pid, uid
+
+
+# ------------------------------------------------------------------------------ the launcher
+def launch(command: list[str]) -> None:
+    """Run COMMAND, ``python -m mtlrobust STAGE ...``, forked from the worker and end as it ended; exec it
+    cold whenever no worker serves it (never returns)."""
+    argv = stage_argv(command)
+    if argv is not None and enabled():
+        limit = seconds(TIMEOUT_ENV, 5)
+        idle = seconds(IDLE_ENV, 120)
+        outcome = run_warm(command, argv, limit, idle)
+        if outcome is not None:
+            end_like(*outcome)
+    try:
+        os.execvp(command[0], command)
+    except OSError as e:  # as a shell reports it: 127 not found, 126 not runnable
+        print(f"mtlrobust.warmstart: cannot run {command[0]}: {e.strerror}", file=sys.stderr)
+        raise SystemExit(127 if isinstance(e, FileNotFoundError) else 126) from None
+
+
+def stage_argv(command: list[str]) -> list[str] | None:
+    """The stage's arguments when COMMAND is ``python -m mtlrobust ...`` and asks for no help or version
+    text; None otherwise. Its interpreter must be the launcher's: a path to this very interpreter, or a
+    name looked up in PATH as the launcher's own was (the workflow writes ``python`` for both; a pyenv or
+    conda shim resolves both alike)."""
+    if len(command) < 4 or command[1:3] != ["-m", "mtlrobust"]:
+        return None
+    if "/" in command[0] and os.path.abspath(command[0]) != os.path.abspath(sys.executable):
+        return None
+    asks_help = any(a == "-h" or a == "--version" or (len(a) > 2 and "--help".startswith(a)) for a in command)
+    return None if asks_help else command[3:]
+
+
+def run_warm(command: list[str], argv: list[str], limit: float, idle: float) -> tuple[int, int] | None:
+    """Hand the command to the worker: (EXITED, status) or (WAITED, wait status) once its child ended,
+    (0, 0) when the child vanished unreported, None when no child ran it (the caller runs it cold)."""
+    dir_fd = private_dir()
+    if dir_fd is None:
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        key = fingerprint()
+        name = socket_name(dir_fd, key)
+        deadline = time.monotonic() + limit
+        sock.settimeout(limit)
         try:
-            sock.connect(str(path))
-        except OSError:
-            _spawn(path)
+            sock.connect("\0" + name)
+        except ConnectionRefusedError:  # no worker, or one still importing
+            spawn(dir_fd, key, name, idle, limit)
             return None
-        try:
-            socket.send_fds(sock, [_INT.pack(len(request))], [0, 1, 2])
-            sock.sendall(request)
-            started = _recv_exact(sock, _INT.size)
-        except OSError:
-            started = b""
-        if not started:  # the worker was exiting or could not fork: nothing ran
+        except OSError:  # e.g. a stopped worker whose queue is full
             return None
-        (pid,) = _INT.unpack(started)
-        try:
-            status = _recv_exact(sock, _INT.size)
-        except OSError:
-            status = b""
-    if not status:
-        print(
-            f"mtlrobust: the job's process (pid {pid}, forked by the warm-start worker) ended without "
-            "an exit status: it was killed",
-            file=sys.stderr,
-        )
-        return 1
-    return _INT.unpack(status)[0]
+        if peer(sock)[1] != os.geteuid():  # another user holds this name
+            return None
+        request = json.dumps(
+            {
+                "argv": argv,
+                "command": command,
+                "cwd": os.getcwd(),
+                "env": dict(os.environ),
+                "umask": _umask(),
+                "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                "cpus": sorted(os.sched_getaffinity(0)),
+                "limits": {n: list(resource.getrlimit(getattr(resource, n))) for n in RLIMITS},
+            }
+        ).encode(errors="surrogateescape")
+        if len(request) > REQUEST_MAX:
+            return None
+        sock.sendall(_INT.pack(len(request)) + request)
+        kind, pid = recv_msg(sock, deadline)
+        if kind != STARTED:
+            return None  # refused (its reason is in the worker's log) or closed: nothing ran
+        pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
+        sock.settimeout(None)
+        # The go, with stdin/stdout/stderr: only now, to a child that is waiting for them (descriptors
+        # queued for a stopped worker would keep this command's pipes open).
+        socket.send_fds(sock, [b"g"], [0, 1, 2])
+        return wait_child(sock, pidfd, limit)
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+        os.close(dir_fd)
+
+
+def recv_msg(sock: socket.socket, deadline: float | None = None) -> tuple[int, int]:
+    """One (kind, value) message; (0, 0) when the peer closed first; TimeoutError past DEADLINE."""
+    buf = b""
+    while len(buf) < _MSG.size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the warm-start worker did not answer in time")
+            sock.settimeout(left)
+        chunk = sock.recv(_MSG.size - len(buf))
+        if not chunk:
+            return 0, 0
+        buf += chunk
+    return _MSG.unpack(buf)
+
+
+def wait_child(sock: socket.socket, pidfd: int | None, limit: float) -> tuple[int, int]:
+    """Pass signals on to the running child until it reports its end (or the worker reports it killed).
+    A child that is gone with no report within LIMIT seconds (a stopped worker) gives (0, 0)."""
+
+    def forward(signum, _frame):
+        with contextlib.suppress(OSError):
+            sock.send(bytes([signum]))
+
+    before = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    if pidfd is not None:
+        poller.register(pidfd, select.POLLIN)
+    gone = None
+    try:
+        while True:
+            wait_ms = None if gone is None else max(0, int((gone + limit - time.monotonic()) * 1000))
+            ready = {fd for fd, _ in poller.poll(wait_ms)}
+            if sock.fileno() in ready:
+                kind, value = recv_msg(sock)
+                if kind in (EXITED, WAITED) or kind == 0:
+                    return kind, value
+            elif pidfd in ready:
+                poller.unregister(pidfd)
+                gone = time.monotonic()
+            elif gone is not None:
+                return 0, 0
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def end_like(kind: int, value: int) -> None:
+    """End this process as the child ended: its exit status, or killed by its signal."""
+    if kind == EXITED:
+        raise SystemExit(value)
+    if kind == WAITED and os.WIFSIGNALED(value):
+        sig = os.WTERMSIG(value)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+        with contextlib.suppress(OSError):  # SIGKILL and SIGSTOP keep their action
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+        os.kill(os.getpid(), sig)
+        raise SystemExit(128 + sig)
+    if kind == WAITED:
+        raise SystemExit(os.waitstatus_to_exitcode(value))
+    print(
+        "mtlrobust: the job's process (forked by the warm-start worker) ended without an exit status: it "
+        "was killed",
+        file=sys.stderr,
+    )
+    raise SystemExit(1)
 
 
 def _umask() -> int:
@@ -151,146 +329,242 @@ def _umask() -> int:
     return mask
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    """n bytes, or b"" when the peer closed first."""
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return b""
-        buf += chunk
-    return buf
-
-
-def _spawn(path: Path) -> None:
-    """Start a worker for ``path``, detached (its own session, not this job's child), and return;
-    not again once a worker of this fingerprint failed to import its modules (see its log)."""
-    if path.with_suffix(".failed").exists():
+def spawn(dir_fd: int, key: str, name: str, idle: float, limit: float) -> None:
+    """Start a worker in the background (its own session, nobody's child in this job) with only the
+    fingerprinted environment; not again once a worker of this fingerprint failed to import (see its log)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.stat(f"{key}.failed", dir_fd=dir_fd, follow_symlinks=False)
         return
-    env = dict(os.environ)
+    try:
+        log = open_in(dir_fd, f"{key}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    except OSError:
+        return
+    env = {k: v for k, v in os.environ.items() if k.startswith(IMPORT_TIME_ENV)}
     package_parent = str(Path(__file__).resolve().parent.parent)  # the worker imports this very package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    argv = [sys.executable, "-m", "mtlrobust.warmstart", "serve", name, str(dir_fd), key, f"{idle:g}",
+            f"{limit:g}", "-" * _TITLE_ROOM]  # fmt: skip
     pid = os.fork()
     if pid == 0:  # intermediate: exits at once, so the worker is nobody's child in this job
         try:
             os.setsid()
             os.chdir("/")
             if os.fork() == 0:
-                log = os.open(path.with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 null = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(null, 0)
-                os.dup2(log, 1)
-                os.dup2(log, 2)
-                argv = [sys.executable, "-m", "mtlrobust.warmstart", "serve", str(path)]
+                for target, fd in enumerate((null, log, log)):
+                    os.dup2(fd, target)
+                cpu = resource.getrlimit(resource.RLIMIT_CPU)[1]  # the job's soft CPU limit is not ours
+                resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+                os.set_inheritable(dir_fd, True)
+                os.closerange(3, dir_fd)
+                os.closerange(dir_fd + 1, os.sysconf("SC_OPEN_MAX"))
                 os.execve(sys.executable, argv, env)
         finally:
             os._exit(0)
+    os.close(log)
     os.waitpid(pid, 0)
 
 
-# ------------------------------------------------------------------------------ the worker's side
-def serve(path: Path) -> int:
-    """Import PRELOAD, then fork a child per request on ``path`` until idle; 0 also when another
-    worker already serves ``path``."""
-    lock = open(path.with_suffix(".lock"), "a+")  # noqa: SIM115 (held, and locked, for the worker's life)
+# ------------------------------------------------------------------------------ the worker
+def serve(name: str, dir_fd: int, key: str, idle: float, limit: float) -> int:
+    """Import PRELOAD, then fork a child per request on the abstract socket NAME until idle; 0 also when
+    another worker holds NAME (binding it is the lock)."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
+        srv.bind("\0" + name)
+    except OSError:
         return 0
-    lock.truncate(0)
-    lock.write(f"{os.getpid()}\n")
-    lock.flush()
+    set_title(["mtlrobust.warmstart", "worker", key], "mtlrobust-warm")
     if stat.S_ISREG((log := os.fstat(1)).st_mode) and log.st_size > 1 << 20:
         os.ftruncate(1, 0)  # the log (stdout): keep it from growing over runs
     try:
-        for name in PRELOAD:
-            importlib.import_module(name)
+        if not is_private(dir_fd):
+            raise PermissionError("the warm-start directory descriptor is not this user's private directory")
+        for module in PRELOAD:
+            importlib.import_module(module)
         if sys.modules["torch"].cuda.is_initialized():
             raise RuntimeError("CUDA was initialised while importing: children could not use it after fork")
     except BaseException:
         traceback.print_exc()
-        path.with_suffix(".failed").touch()  # commands of this fingerprint run cold from now on
-        lock.close()
+        with contextlib.suppress(OSError):  # commands of this fingerprint run cold from now on
+            os.close(open_in(dir_fd, f"{key}.failed", os.O_WRONLY | os.O_CREAT))
         return 1
-    idle = float(os.environ.get(IDLE_ENV) or 120)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()  # a crashed worker's socket; we hold the lock
-    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(str(path))
+    os.close(dir_fd)
     srv.listen(64)
-    srv.settimeout(idle)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children
+    wake_r, wake_w = socket.socketpair()
+    wake_w.setblocking(False)
+    signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the poll below: children are reaped there
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     worker = os.getpid()
-    print(f"mtlrobust warm-start worker {worker}: ready on {path} after {_cpu_s():.2f} CPU-s", flush=True)
+    print(f"mtlrobust warm-start worker {worker}: ready on @{name} after {cpu_s():.2f} CPU-s", flush=True)
+    jobs: dict[int, socket.socket] = {}  # child pid -> its command's connection (for the wait status)
+    poller = select.poll()
+    for s in (srv, wake_r):
+        poller.register(s, select.POLLIN)
+    last = time.monotonic()
     try:
         while True:
-            try:
+            ready = {fd for fd, _ in poller.poll(max(0.0, last + idle - time.monotonic()) * 1000)}
+            if wake_r.fileno() in ready:
+                with contextlib.suppress(BlockingIOError):
+                    wake_r.recv(4096, socket.MSG_DONTWAIT)
+            if reap(jobs) and not jobs:
+                last = time.monotonic()
+            if srv.fileno() in ready:
                 conn, _ = srv.accept()
-            except TimeoutError:
-                break
-            with conn:
                 try:
-                    _fork_child(conn, (srv, lock))
+                    pid = accept_job(conn, limit, (srv, wake_r, wake_w, *jobs.values()))
                 except Exception:  # one bad request must not end the worker
-                    traceback.print_exc()
+                    print(f"refused a request: {traceback.format_exc().strip().splitlines()[-1]}", flush=True)
+                    pid = None
+                if pid is None:
+                    conn.close()
+                else:
+                    jobs[pid] = conn
+                last = time.monotonic()
+            elif not ready and not jobs and time.monotonic() >= last + idle:
+                break
     finally:
-        if os.getpid() == worker:  # not in a child that a signal caught between fork and _become
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        if os.getpid() == worker:  # not in a child that a signal caught between fork and its exit
             srv.close()
     print(f"mtlrobust warm-start worker {os.getpid()}: idle for {idle:g} s, exiting", flush=True)
     return 0
 
 
-def _fork_child(conn: socket.socket, worker_files: tuple) -> None:
-    """Read one request and fork its child; the child never returns (it exits with the stage's status)."""
-    conn.settimeout(10)
-    head, fds, _, _ = socket.recv_fds(conn, _INT.size, 3)
-    try:
-        head += _recv_exact(conn, _INT.size - len(head))
-        (size,) = _INT.unpack(head)
-        request = json.loads(_recv_exact(conn, size))
-        if len(fds) != 3:
-            raise ValueError(f"a request must pass stdin, stdout and stderr, got {len(fds)} descriptors")
-        conn.settimeout(None)
-        pid = os.fork()
-    except BaseException:
-        for fd in fds:
-            os.close(fd)
-        raise
+def reap(jobs: dict[int, socket.socket]) -> bool:
+    """Collect ended children and send each command its child's wait status; whether any ended."""
+    ended = False
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        ended = True
+        conn = jobs.pop(pid, None)
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.setblocking(False)
+                conn.send(_MSG.pack(WAITED, status))
+            conn.close()
+
+
+def accept_job(conn: socket.socket, limit: float, worker_files: tuple) -> int | None:
+    """Check the caller, read its request and fork its child; the child's pid, None for a caller that
+    only looked (``stop``). The child never returns."""
+    if peer(conn)[1] != os.geteuid():
+        raise PermissionError(
+            f"a process of uid {peer(conn)[1]} connected: only uid {os.geteuid()} is served"
+        )
+    conn.settimeout(limit)
+    head = recv_exact(conn, _INT.size)
+    if not head:
+        return None
+    if len(head) < _INT.size:
+        raise ValueError("the request ended early")
+    (size,) = _INT.unpack(head)
+    if not 0 < size <= REQUEST_MAX:
+        raise ValueError(f"a request of {size} bytes (at most {REQUEST_MAX})")
+    body = recv_exact(conn, size)
+    if len(body) < size:
+        raise ValueError("the request ended early")
+    request = check_request(json.loads(body.decode(errors="surrogateescape")))
+    pid = os.fork()
     if pid:
-        for fd in fds:
-            os.close(fd)
         print(f"pid {pid}: mtlrobust {' '.join(request['argv'])}", flush=True)
-        return
-    # Each job's CPU time goes to the worker's log: a rule's benchmark: file sees only the command's.
-    code, log = 1, os.dup(1)
+        return pid
+    run_child(conn, request, worker_files)
+    raise AssertionError("unreachable")  # run_child exits
+
+
+def check_request(request) -> dict:
+    """The request, if it has every field with its type (anything else is refused before a fork)."""
+    types = {"argv": list, "command": list, "cwd": str, "env": dict, "umask": int, "nice": int, "cpus": list,
+             "limits": dict}  # fmt: skip
+    if not isinstance(request, dict) or any(not isinstance(request.get(k), t) for k, t in types.items()):
+        raise ValueError("a request without its fields")
+    words = [*request["argv"], *request["command"], *request["env"], *request["env"].values()]
+    limits = request["limits"].items()
+    if not request["argv"] or not request["command"]:
+        raise ValueError("a request without a command")
+    if not all(isinstance(w, str) for w in words) or not all(isinstance(c, int) for c in request["cpus"]):
+        raise ValueError("a request with a non-string argument or variable, or a non-integer CPU")
+    if any(n not in RLIMITS or not (isinstance(v, list) and len(v) == 2) for n, v in limits):
+        raise ValueError("a request with an unknown resource limit")
+    return request
+
+
+def run_child(conn: socket.socket, request: dict, worker_files: tuple) -> None:
+    """In the forked child: take on the command's process context, report, wait for the go (with the
+    command's stdio), run the stage and exit with its status; exit without running anything when the
+    context cannot be reproduced or the command went cold meanwhile."""
+    code, log = 1, os.dup(1)  # each job's CPU time goes to the worker's log
     try:
-        for f in worker_files:  # the listening socket, and the lock: a long job must not hold it
+        signal.set_wakeup_fd(-1)
+        for f in worker_files:  # the listening socket (a long job must not hold the name) and the others'
             f.close()
-        _become(request, fds)
-        conn.sendall(_INT.pack(os.getpid()))
-        threading.Thread(target=_end_with_command, args=(conn,), daemon=True).start()
-        code = _run_stage(request["argv"])
+        conn.settimeout(None)
+        refusal = take_context(request)
+        if refusal:
+            os.write(log, f"pid {os.getpid()}: refused, running cold: {refusal}\n".encode())
+            conn.sendall(_MSG.pack(REFUSED, 0))
+            code = 0
+            return
+        conn.sendall(_MSG.pack(STARTED, os.getpid()))
+        go, fds, _, _ = socket.recv_fds(conn, 1, 3)
+        if go != b"g" or len(fds) != 3:  # the command gave up waiting and runs cold: run nothing
+            for fd in fds:
+                os.close(fd)
+            code = 0
+            return
+        become(request, fds)
+        threading.Thread(target=follow_command, args=(conn,), daemon=True).start()
+        code = run_stage(request["argv"])
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        done = f"pid {os.getpid()}: exit {code}, {_cpu_s():.2f} CPU-s, max RSS {peak:.0f} MiB\n"
+        done = f"pid {os.getpid()}: exit {code}, {cpu_s():.2f} CPU-s, max RSS {peak:.0f} MiB\n"
         os.write(log, done.encode())
-        conn.sendall(_INT.pack(code))
-    except BaseException:  # set-up or hand-over failed (the stage's own errors are _run_stage's)
+        conn.sendall(_MSG.pack(EXITED, code))
+    except BaseException:  # set-up or hand-over failed (the stage's own errors are run_stage's)
         os.write(log, f"pid {os.getpid()}: {traceback.format_exc()}".encode())
     finally:
         os._exit(code)
 
 
-def _become(request: dict, fds: list[int]) -> None:
-    """Take on the command's directory, environment, umask, stdio and signals; fresh global seeds."""
-    os.chdir(request["cwd"])
+def take_context(request: dict) -> str | None:
+    """Apply the command's working directory, resource limits, nice value and CPU affinity to this
+    process; the reason when one cannot be reproduced (e.g. a hard limit above the worker's, a lower nice
+    value)."""
+    try:
+        os.chdir(request["cwd"])
+    except OSError as e:
+        return f"working directory {request['cwd']}: {e.strerror}"
+    for name, (soft, hard) in sorted(request["limits"].items()):
+        try:
+            resource.setrlimit(getattr(resource, name), (soft, hard))
+        except (OSError, ValueError) as e:
+            return f"{name} ({soft}, {hard}): {e}"
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, request["nice"])
+        os.sched_setaffinity(0, request["cpus"])
+    except OSError as e:
+        return f"nice {request['nice']} / CPUs {request['cpus']}: {e}"
+    if os.getpriority(os.PRIO_PROCESS, 0) != request["nice"]:
+        return f"nice {request['nice']} not reproducible (got {os.getpriority(os.PRIO_PROCESS, 0)})"
+    if sorted(os.sched_getaffinity(0)) != request["cpus"]:
+        return f"CPU affinity {request['cpus']} not reproducible (got {sorted(os.sched_getaffinity(0))})"
+    return None
+
+
+def become(request: dict, fds: list[int]) -> None:
+    """Take on the command's environment, umask, stdio, name and signals; fresh global seeds."""
     os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
     tempfile.tempdir = None  # recomputed from this job's TMPDIR, not the worker's cached one
+    if sys.path and sys.path[0] == "/":  # `python -m` puts its working directory first: the command's
+        sys.path[0] = request["cwd"]
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         if fd > 2:
@@ -307,7 +581,7 @@ def _become(request: dict, fds: list[int]) -> None:
         )
         setattr(sys, name, stream)
         setattr(sys, f"__{name}__", stream)
-    sys.argv = ["mtlrobust", *request["argv"]]
+    set_title(request["command"], os.path.basename(request["command"][0]))
     for sig in (signal.SIGCHLD, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -315,22 +589,56 @@ def _become(request: dict, fds: list[int]) -> None:
     sys.modules["numpy"].random.seed()  # the legacy global generator, fresh as in a new process
 
 
-def _cpu_s() -> float:
+def set_title(words: list[str], comm: str) -> None:
+    """What ps shows for this process: COMM as its name (``ps -o comm``, top) and WORDS as its command
+    line (``ps -f``, /proc/PID/cmdline), written over the process's own argument area and cut to its size."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, ctypes.c_char_p(os.fsencode(comm)[:15]), 0, 0, 0)  # PR_SET_NAME
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49
+        text = b"\0".join(os.fsencode(w) for w in words)[: end - start - 1]
+        ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
+
+
+def cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def _end_with_command(conn: socket.socket) -> None:
-    """The command never writes after its request: end of stream means it ended, so end too."""
-    with contextlib.suppress(OSError):
-        conn.recv(1)
-    os.kill(os.getpid(), signal.SIGTERM)
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """n bytes, or fewer when the peer closed first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
 
 
-def _run_stage(argv: list[str]) -> int:
-    """``mtlrobust ARGV`` as the interpreter would run it: exit status, traceback, atexit, flush."""
+def follow_command(conn: socket.socket) -> None:
+    """Signals the launcher passes on are raised here; its end of the connection closing (it was
+    killed) ends the child with SIGTERM."""
+    while True:
+        try:
+            data = conn.recv(64)
+        except OSError:
+            data = b""
+        if not data:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        for signum in data:
+            if signum in FORWARDED:
+                os.kill(os.getpid(), signum)
+
+
+def run_stage(argv: list[str]) -> int:
+    """``python -m mtlrobust ARGV`` as the interpreter would run it: exit status, traceback, atexit, flush."""
+    sys.argv = ["mtlrobust", *argv]
     try:
-        code = cli.main(argv, warm=False)
+        runpy.run_module("mtlrobust", run_name="__main__", alter_sys=True)
+        code = 0
     except SystemExit as e:
         if e.code is None or isinstance(e.code, int):
             code = e.code or 0
@@ -348,30 +656,53 @@ def _run_stage(argv: list[str]) -> int:
 
 
 def stop_all() -> int:
-    """End this user's workers (running jobs finish) and forget failed starts; the number stopped."""
-    d, stopped = socket_dir(), 0
-    for failed in d.glob("*.failed") if d else []:
-        failed.unlink()
-    for lock in sorted(d.glob("*.lock")) if d else []:
-        with open(lock) as f:
+    """End this user's workers of this directory (running jobs finish) and forget failed starts; the
+    number stopped."""
+    dir_fd, stopped = private_dir(), 0
+    if dir_fd is None:
+        return 0
+    try:
+        for entry in os.listdir(dir_fd):
+            if entry.endswith(".failed"):
+                os.unlink(entry, dir_fd=dir_fd)
+        prefix = "@" + socket_name(dir_fd, "")
+        with open("/proc/net/unix") as table:
+            names = {line.split()[-1] for line in table if line.split()[-1].startswith(prefix)}
+    finally:
+        os.close(dir_fd)
+    for name in sorted(names):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
             try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # free: no worker holds it
+                sock.connect("\0" + name[1:])
+            except OSError:
                 continue
-            except BlockingIOError:
-                pid = int((lock.read_text().split() or ["0"])[0])
-        if pid <= 0:  # a worker still writing its pid
-            continue
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-            stopped += 1
+            pid, uid = peer(sock)
+            if uid != os.geteuid() or pid <= 0:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGCONT)  # a stopped worker must run to end
+                stopped += 1
     return stopped
 
 
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["serve"] and len(sys.argv) == 3:
-        raise SystemExit(serve(Path(sys.argv[2])))
-    if sys.argv[1:] == ["stop"]:
+def main(argv: list[str]) -> int:
+    command = argv[2:] if argv[1:2] == ["--"] else argv[1:]
+    if argv[:1] == ["run"] and command:
+        try:
+            launch(command)
+        except ValueError as e:
+            print(f"mtlrobust.warmstart: error: {e}", file=sys.stderr)
+            return 2
+    if argv[:1] == ["serve"] and len(argv) >= 6:
+        return serve(argv[1], int(argv[2]), argv[3], float(argv[4]), float(argv[5]))
+    if argv == ["stop"]:
         print(f"stopped {stop_all()} warm-start worker(s)")
-        raise SystemExit(0)
-    print("usage: python -m mtlrobust.warmstart stop", file=sys.stderr)
-    raise SystemExit(2)
+        return 0
+    print("usage: python -m mtlrobust.warmstart run -- python -m mtlrobust STAGE ... | stop", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -21,7 +21,13 @@ rule aggregate:
 
 rule table:
     input:
-        output_evals,
+        evals=output_evals,
+        # proxies (Table 3, recommend) leave out models that do not beat the constant predictor
+        models=lambda w: (
+            ["results/models.csv"]
+            if PLAN.outputs[w.name].spec.get("layout") in ("correlations", "recommend")
+            else []
+        ),
     output:
         csv=report(
             "results/{name}.csv",
@@ -30,6 +36,12 @@ rule table:
             labels={"output": "{name}", "format": "csv"},
         ),
         md="results/{name}.md",
+        html=report(
+            "results/{name}.html",
+            caption="../report/outputs.rst",
+            category="Tables",
+            labels={"output": "{name}", "format": "table (html)"},
+        ),
         cells="results/cells/{name}.csv",
     log:
         "logs/tables/{name}.log",
@@ -39,6 +51,7 @@ rule table:
         "../../envs/analysis.yaml"
     params:
         spec=output_spec,
+        fragile=PLAN.config["analysis"]["fragile_share"],
     script:
         "../scripts/analysis.py"
 
@@ -54,6 +67,12 @@ rule claims:
             labels={"output": "claims", "format": "csv"},
         ),
         md="results/claims.md",
+        html=report(
+            "results/claims.html",
+            caption="../report/claims.rst",
+            category="Claims",
+            labels={"output": "claims", "format": "table (html)"},
+        ),
     log:
         "logs/claims.log",
     conda:
@@ -104,5 +123,5 @@ rule theory:
         args=commands.theory(config, PLAN.theory),
         data=data_split_dir,
     shell:
-        "python -m mtlrobust theory --checkpoint {input.ckpt:q} --data {params.data:q} {params.args}"
+        "{WARM}python -m mtlrobust theory --checkpoint {input.ckpt:q} --data {params.data:q} {params.args}"
         " --out {output:q} > {log:q} 2>&1"

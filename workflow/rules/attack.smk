@@ -16,6 +16,7 @@ rule evaluate:
         "results/evals/{model_id}/epoch{epoch}/{attack}.csv",
     log:
         "logs/evaluate/{model_id}/epoch{epoch}/{attack}.log",
+    # Warm (local) jobs: the benchmark measures the launcher, not the forked job (README "Warm start").
     benchmark:
         "logs/evaluate/{model_id}/epoch{epoch}/{attack}.benchmark.tsv"
     conda:
@@ -27,7 +28,7 @@ rule evaluate:
         evaluation=commands.evaluation(config),
         data=data_split_dir,
     shell:
-        "OMP_NUM_THREADS={threads} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
+        "OMP_NUM_THREADS={threads} {WARM}python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
         " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
         " --out {output:q} > {log:q} 2>&1"
 
@@ -41,6 +42,7 @@ rule evaluate_traced:
         steps="results/evals/{traced}.steps.csv",
     log:
         "logs/evaluate/{traced}.log",
+    # Warm (local) jobs: the benchmark measures the launcher, not the forked job (README "Warm start").
     benchmark:
         "logs/evaluate/{traced}.benchmark.tsv"
     wildcard_constraints:
@@ -54,6 +56,6 @@ rule evaluate_traced:
         evaluation=commands.evaluation(config),
         data=data_split_dir,
     shell:
-        "OMP_NUM_THREADS={threads} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
+        "OMP_NUM_THREADS={threads} {WARM}python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
         " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
         " --out {output.csv:q} --steps-out {output.steps:q} > {log:q} 2>&1"

@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.19.0")
 
@@ -23,8 +23,14 @@ os.environ.update(
 
 from mtlrobust import commands, study  # noqa: E402
 
-validate(config, schema="../schemas/config.schema.yaml")
-PLAN = study.build(config)
+# The study files read again by mtlrobust's bounded loader (size, aliases, duplicate keys, encoding), then
+# the schema packaged with mtlrobust (src/mtlrobust/schemas/config.schema.yaml: defaults filled in, integers
+# strict) and the plan: the checks and one-line errors of `mtlrobust plan`, before any job.
+# A refused study ends as one line naming the file, line and key (no traceback).
+try:
+    PLAN = study.load_workflow(config, workflow.configfiles)
+except study.StudyError as e:
+    sys.exit(f"Study error: {e}")
 
 TASKS = PLAN.tasks
 TRAIN = config["training"]
@@ -32,12 +38,20 @@ DATASET = config["dataset"]["name"]
 EVAL_SPLIT = config["evaluation"]["split"]
 
 
-onstart:
-    # Local runs: the torch stages fork from a worker that imported torch once (mtlrobust.warmstart,
-    # README "Warm start"), not ~3 CPU-s of imports per job. Never for cluster jobs (their CPUs and
-    # memory belong to their allocation); MTLROBUST_WARM=0 turns it off.
-    if workflow.local_exec:
-        os.environ.setdefault("MTLROBUST_WARM", "1")
+class WarmLauncher:
+    """Shell prefix of the torch commands (train, evaluate, theory): for local runs the warm-start launcher
+    (mtlrobust.warmstart, README "Warm start"), which forks the job from a worker that imported torch once
+    instead of ~3 CPU-s of imports per job; nothing for cluster jobs (their CPUs and memory belong to their
+    allocation) or with MTLROBUST_WARM=0. Decided when a job's command is written: the executor is not
+    known yet while this file is read. A warm job's benchmark: file measures the launcher, not the job.
+    """
+
+    def __format__(self, spec):
+        warm = workflow.local_exec and os.environ.get("MTLROBUST_WARM", "") != "0"
+        return "python -m mtlrobust.warmstart run -- " if warm else ""
+
+
+WARM = WarmLauncher()
 
 
 # ------------------------------------------------------------------------------------ data
@@ -60,6 +74,23 @@ def data_split_dir(wildcards, input):
 def data_root_dir(wildcards, input):
     """The packed folder holding the train/val/test splits (derived from the input files)."""
     return os.path.dirname(os.path.dirname(input.data[0]))
+
+
+def split_csv_input(wildcards):
+    """The split CSV prepare reads, if the study names one, so that editing it reruns prepare. A path with
+    braces is left out (Snakemake would read them as wildcards); mtlrobust.study.check_inputs checked that it
+    exists when the study loaded."""
+    path = config["dataset"]["split_csv"]
+    if path is None or config["dataset"]["split_point_threshold"] is not None:
+        return []
+    return [] if "{" in path or "}" in path else [path]
+
+
+def licence_agreed(wildcards):
+    """Nothing, or the study's licence error: a download job is planned only once the licence is agreed
+    (or the raw folder is there already, see mtlrobust.study.check_licence)."""
+    study.check_licence(config)
+    return []
 
 
 def raw_dir():
@@ -86,14 +117,41 @@ def final_logs():
     return [p[: -len(".pt")] + ".csv" for p in ckpts]
 
 
+def resume_file(model_id, epoch):
+    """The optimizer/scheduler/RNG state a later milestone resumes from (mtlrobust.checkpoint.resume_path)."""
+    return f"results/models/{model_id}/epoch{epoch}.resume.pt"
+
+
 def previous_checkpoint(wildcards):
-    """The model's previous needed milestone (training resumes from it), or nothing for the first."""
+    """The model's previous needed milestone and its resume state (training resumes from them), or nothing
+    for the first."""
     e = PLAN.previous_epoch(wildcards.model_id, int(wildcards.epoch))
-    return [] if e is None else [checkpoint(wildcards.model_id, e)]
+    return (
+        []
+        if e is None
+        else [checkpoint(wildcards.model_id, e), resume_file(wildcards.model_id, e)]
+    )
 
 
 def resume_flag(wildcards, input):
     return commands.flags(("--resume-from", input.resume[0] if input.resume else None))
+
+
+def keep_resume_flag(wildcards, output):
+    """--keep-resume for the jobs that declare the resume state (rule train_resumable)."""
+    return commands.flags(("--keep-resume", "resume" in output.keys()))
+
+
+# The milestones a later milestone resumes from, run by train_resumable, as a lookahead that the model_id
+# wildcard must satisfy: "{model_id}/epoch{E}." exactly (wildcard constraints see one wildcard at a time).
+RESUMABLE = "|".join(
+    sorted(
+        re.escape(f"{m}/epoch{PLAN.previous_epoch(m, e)}.")
+        for m, es in PLAN.epochs.items()
+        for e in es
+        if PLAN.previous_epoch(m, e) is not None
+    )
+)
 
 
 def model_args(wildcards):
@@ -165,9 +223,12 @@ def all_outputs():
     return out
 
 
+MODEL_ID = r"[A-Za-z0-9_]+-[A-Za-z0-9_]+-[A-Za-z0-9_+]+-s\d+"
+
+
 wildcard_constraints:
     dataset=re.escape(DATASET),
     split="train|val|test",
-    model_id=r"[A-Za-z0-9_]+-[A-Za-z0-9_]+-[A-Za-z0-9_+]+-s\d+",
+    model_id=MODEL_ID,
     epoch=r"\d+",
     attack=r"[A-Za-z0-9_]+",

@@ -21,6 +21,13 @@ if config["dataset"]["source"] == "synthetic":
 elif config["dataset"]["taskonomy"]["root"] is None:
 
     rule download:
+        # A target without wildcards (`snakemake --cores 1 download` on a login node): the raw folder.
+        input:
+            f"resources/{DATASET}/raw",
+
+    rule download_archives:
+        input:
+            licence_agreed,
         output:
             directory("resources/{dataset}/raw"),
         log:
@@ -36,6 +43,7 @@ elif config["dataset"]["taskonomy"]["root"] is None:
 rule prepare:
     input:
         raw=raw_dir(),
+        split_csv=split_csv_input,
     output:
         packed_files("{split}", "{dataset}"),
     log:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .. import metrics as M
 from ..evaluate import COLUMNS, TRAILER
-from ..files import check_output, write_frame
+from ..files import check_output, read_text, write_frame
 
 KEY = ["model_id", "epoch", "attack", "attacked", "task"]
 EVAL_COLUMNS = COLUMNS  # the per-sample evaluation CSV, as evaluate writes it
@@ -68,9 +68,11 @@ def read_eval(path: Path) -> pd.DataFrame:
     """One evaluation CSV, checked for the contract's columns and for completeness: its last line must
     be evaluate's trailer with the row count, and every attacked subset must hold every sample x task."""
     try:
-        text = Path(path).read_text()
+        text = read_text(path, "evaluation CSV")
     except OSError as e:
-        raise ValueError(f"{path}: cannot read the evaluation CSV: {e}") from None
+        raise ValueError(f"{path}: cannot read the evaluation CSV: {e.strerror or e}") from None
+    if not text.strip():
+        raise ValueError(f"{path}: empty file, expected an evaluation CSV written by `mtlrobust evaluate`")
     body, _, last = text.rstrip("\n").rpartition("\n")
     try:
         df = pd.read_csv(
@@ -97,7 +99,25 @@ def read_eval(path: Path) -> pd.DataFrame:
             bad = df[c][pd.to_numeric(df[c], errors="coerce").isna() & df[c].notna()].iloc[0]
             raise ValueError(f"{path}: malformed evaluation CSV, column {c!r} has a non-number {bad!r}")
     _check_complete(df, path)
+    _check_values(df, path)
     return df
+
+
+def _check_values(df: pd.DataFrame, path) -> None:
+    """Losses finite and >= 0; errors >= 0 and finite, or NaN in both clean_error and adv_error (a sample
+    without a valid pixel has no error). An infinite or one-sided NaN error would otherwise be skipped
+    as "no valid pixel", and a negative one would turn into a plausible vulnerability."""
+    both_nan = (df["clean_error"].isna() & df["adv_error"].isna()).to_numpy()
+    for c in ("clean_loss", "adv_loss", "clean_error", "adv_error"):
+        v = df[c].to_numpy(dtype=np.float64)
+        error = c.endswith("_error")
+        ok = (np.isfinite(v) & (v >= 0)) | (both_nan if error else False)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            why = " (NaN only in both clean_error and adv_error: no valid pixel)" if error else ""
+            raise ValueError(
+                f"{path}: line {i + 2}, column {c} = {float(v[i])!r}: expected a finite number >= 0{why}"
+            )
 
 
 def _check_complete(df: pd.DataFrame, path) -> None:
@@ -206,9 +226,11 @@ def input_paths(args) -> list[Path]:
     paths = list(args.inputs)
     if args.inputs_from:
         try:
-            lines = Path(args.inputs_from).read_text().splitlines()
+            lines = read_text(args.inputs_from, "list of evaluation CSVs, one per line").splitlines()
         except OSError as e:
-            raise ValueError(f"--inputs-from {args.inputs_from}: {e}") from None
+            raise ValueError(f"--inputs-from {args.inputs_from}: {e.strerror or e}") from None
+        except ValueError as e:
+            raise ValueError(f"--inputs-from {e}") from None
         paths += [Path(s.strip()) for s in lines if s.strip()]
     return paths
 

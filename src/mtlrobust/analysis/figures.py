@@ -5,12 +5,13 @@ Layouts of the plan's specs (``mtlrobust.study``):
 * ``bars`` (Figure 1): one panel per order in which the tasks of one model are enabled as attack targets;
   dark bars = adversarial vulnerability E[dL] of the attacked prefix (Definition 1, L = sum of the attacked
   tasks' losses), light bars = the 1/N weighting of Theorems 2 and 4 (the summed value / N); whiskers = 95 %
-  bootstrap intervals; labels = the marginal vulnerability (change when that task is added), red/green only
-  when its paired interval excludes 0; the panel title gives the dominance share (``tables.bars``).
-* ``sweep`` (RQ1): one panel per main task; for each value of the swept parameter, box plots of the main
-  task's relative vulnerability over the auxiliary tasks (single-task and multi-task attacks side by side,
-  each point with its 95 % interval) and the single-task model as a black diamond. Boxes below the
-  diamond = multi-task models more robust than the single-task model.
+  bootstrap intervals; labels = each bar's value and marginal vulnerability (change when that task is added;
+  red/green only when its paired interval excludes 0), turned vertical where side-by-side labels would
+  overlap; the panel title gives the dominance share (``tables.bars``).
+* ``sweep`` (RQ1): one panel per main task; for each value of the swept parameter, the main task's relative
+  vulnerability in each (main, aux) model as a point with its 95 % interval (single-task and multi-task
+  attacks side by side; a box plot behind them from 3 auxiliary tasks on) and the single-task model as a
+  black diamond. Points below the diamond = multi-task models more robust than the single-task model.
 
 Writes NAME.png and NAME.pdf (Agg backend, fixed metadata, so reruns give identical files).
 """
@@ -19,14 +20,17 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
-from .. import files
+from .. import files, ids
 from . import tables as TB
 
 KIND_COLORS = {"single": "#4C72B0", "multi": "#DD8452"}
+BOX_MIN = 3  # points behind a box plot; fewer are shown as points alone
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,6 +49,49 @@ def _plt():
 
     plt.rcParams.update({"font.size": 9, "axes.titlesize": 10, "svg.hashsalt": "mtlrobust"})
     return plt
+
+
+# ------------------------------------------------------------------------------------------ text for readers
+_MODEL_ID = re.compile(r"\b[A-Za-z0-9_]+-[A-Za-z0-9_]+-[A-Za-z0-9_+]+-s\d+\b")
+LABEL_SIZE = 8  # bar labels and legends: readable at the PNG's 150 dpi
+
+
+def readable(text: str) -> str:
+    """Text of the plan for a figure: model ids as encoder, paper letters and weighting; eps as ε."""
+
+    def model(m: re.Match) -> str:
+        try:
+            spec = ids.parse_model_id(m.group(0))
+        except (ValueError, KeyError):
+            return m.group(0)
+        seed = f", seed {spec.seed}" if spec.seed else ""
+        return f"{spec.arch} model of tasks {spec.letters} ({spec.weighting} weights{seed})"
+
+    return re.sub(r"\beps\b", "ε", _MODEL_ID.sub(model, text))
+
+
+def suptitle(fig, text: str, fontsize: float = 9) -> None:
+    """The figure's title, readable and wrapped to the figure's width (never clipped at its edges)."""
+    chars = max(20, int(fig.get_figwidth() * 72 * 0.92 / (fontsize * 0.55)))
+    lines = [w for line in readable(text).split("\n") for w in textwrap.wrap(line, chars) or [""]]
+    fig.suptitle("\n".join(lines), fontsize=fontsize)
+
+
+def fit_labels(fig, ax, texts) -> None:
+    """Bar labels that neither overlap nor leave the axes: one rotated line each where side by side ones
+    would overlap, and the y-axis raised until every label is inside."""
+    r = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(r).padded(3) for t in texts]  # 3 px apart at least
+    if any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :]):
+        for t in texts:
+            t.set_text(t.get_text().replace("\n", " "))
+            t.set_rotation(90)
+    height = ax.get_window_extent(r).height
+    lo, hi = ax.get_ylim()
+    # a label of height h (axes fraction) anchored at y fits when (y - lo) / (top - lo) <= 0.97 - h
+    room = [max(0.97 - t.get_window_extent(r).height / height, 0.3) for t in texts]
+    need = [lo + (t.get_position()[1] - lo) / f for t, f in zip(texts, room, strict=True)]
+    ax.set_ylim(lo, max([hi, *need]))
 
 
 # ------------------------------------------------------------------------------------------ figure 1
@@ -73,10 +120,15 @@ def figure1(ev: TB.Evaluations, spec: dict):
     n = len(orders)
     ncols = max(1, min(n, spec.get("ncols", 2)))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 3.8 * nrows), squeeze=False)
+    bars = int(t.groupby("order").size().max())
+    height = 3.8 * nrows + 0.4
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(max(5.2, 1.2 * bars + 1.4) * ncols, height), squeeze=False
+    )
     tops = np.r_[t["E_dL"].to_numpy(np.float64), t["E_dL_hi"].to_numpy(np.float64)]
     top = float(np.nanmax(tops)) if np.isfinite(tops).any() else 1.0
     w = 0.38
+    labels = []
     for k, order in enumerate(orders):
         ax = axes[k // ncols][k % ncols]
         g = t[t["order"] == order].reset_index(drop=True)
@@ -87,32 +139,38 @@ def figure1(ev: TB.Evaluations, spec: dict):
         ax.bar(x + w / 2, np.nan_to_num(g["E_dL_1N"].to_numpy(np.float64)), yerr=_yerr(g, "E_dL_1N"),
                color="#d9def0", edgecolor="#3b4a7a", width=w, capsize=2,
                label="1/N weighting (summed / N)")  # fmt: skip
+        texts = []
         for i, r in enumerate(g.itertuples(index=False)):
             if r.E_dL != r.E_dL:
-                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8)
+                texts.append(ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=LABEL_SIZE))
                 continue
-            for off, col, size in ((-w / 2, "", 7), (w / 2, "_1N", 6)):
+            # both labels above the higher whisker of the pair, so that no label crosses a whisker
+            y = np.nanmax([r.E_dL, r.E_dL_hi, r.E_dL_1N_hi]) + 0.02 * top
+            for off, col in ((-w / 2, ""), (w / 2, "_1N")):
                 v, d = getattr(r, f"E_dL{col}"), getattr(r, f"marginal{col}")
                 lo, hi = getattr(r, f"marginal{col}_lo"), getattr(r, f"marginal{col}_hi")
-                top_i = getattr(r, f"E_dL{col}_hi")
-                y = (top_i if top_i == top_i else v) + 0.02 * top
                 lab = f"{v:.3g}" if i == 0 else f"{v:.3g}\n({d:+.3g})"
                 color = "black" if i == 0 else _step_color(lo, hi)
-                ax.text(i + off, y, lab, ha="center", va="bottom", fontsize=size, color=color)
+                texts.append(
+                    ax.text(i + off, y, lab, ha="center", va="bottom", fontsize=LABEL_SIZE, color=color)
+                )
+        labels.append((ax, texts))
         lets = g["task"].tolist()
         ax.set_xticks(x, [lets[0]] + [f"+{c}" for c in lets[1:]])
-        ax.set_ylim(0, top * 1.35)
+        ax.set_ylim(0, top * 1.15)
         dom = dominance.get(order)
         ax.set_title(f"({k + 1}) order {order}" + (f"; dominance {S.format_interval(dom)}" if dom else ""))
         ax.set_xlabel(spec.get("xlabel", "attacked tasks (enabled one by one)"))
         ax.set_ylabel(r"adversarial vulnerability $E[\delta L]$")
         ax.grid(axis="y", alpha=0.3)
-        if k == 0:
-            ax.legend(fontsize=7, loc="upper left", frameon=False)
     for k in range(n, nrows * ncols):
         axes[k // ncols][k % ncols].axis("off")
-    fig.suptitle(spec["title"], fontsize=9)
-    fig.tight_layout()
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=LABEL_SIZE, frameon=False)
+    suptitle(fig, spec["title"])
+    fig.tight_layout(rect=(0, 0.35 / height, 1, 1))
+    for ax, texts in labels:
+        fit_labels(fig, ax, texts)
     return fig
 
 
@@ -140,7 +198,7 @@ def sweep_figure(ev: TB.Evaluations, spec: dict):
             for kind, off in (("single", -width / 2), ("multi", width / 2)):
                 gk = gv[(gv["kind"] == kind) & gv["rel_vuln"].notna()]
                 y = gk["rel_vuln"].to_numpy(np.float64)
-                if len(y):
+                if len(y) >= BOX_MIN:  # fewer points: a box would collapse to a line, the points say it all
                     bp = ax.boxplot(
                         y,
                         positions=[j + off],
@@ -152,14 +210,14 @@ def sweep_figure(ev: TB.Evaluations, spec: dict):
                     for patch in bp["boxes"]:
                         patch.set_facecolor(KIND_COLORS[kind])
                         patch.set_alpha(0.5)
-                    # every (main, aux) model as a point, spread evenly across the box (deterministic)
+                if len(y):  # every (main, aux) model as a point, spread evenly across its slot
                     spread = np.linspace(-width / 4, width / 4, len(y)) if len(y) > 1 else np.zeros(1)
                     ax.errorbar(j + off + spread, y, yerr=_yerr(gk, "rel_vuln"), fmt="none",
-                                ecolor=KIND_COLORS[kind], lw=0.8, zorder=3)  # fmt: skip
+                                ecolor=KIND_COLORS[kind], lw=1.0, capsize=2, zorder=3)  # fmt: skip
                     ax.scatter(
                         j + off + spread,
                         y,
-                        s=16,
+                        s=28,
                         color=KIND_COLORS[kind],
                         edgecolor="black",
                         linewidth=0.5,
@@ -172,26 +230,34 @@ def sweep_figure(ev: TB.Evaluations, spec: dict):
         ax.set_xticks(range(len(values)), values)
         ax.set_xlim(-0.6, len(values) - 0.4)
         ax.set_title(f"main task {m} ({T.get(m).name})")
-        ax.set_xlabel(spec["axis"])
-        ax.set_ylabel("relative vulnerability of main task")
+        ax.set_xlabel(readable(spec["axis"]))
+        ax.set_ylabel("relative vulnerability")  # of the panel's main task (its title)
         ax.grid(axis="y", alpha=0.3)
     for k in range(len(mains), nrows * ncols):
         axes[k // ncols][k % ncols].axis("off")
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    boxes = long.groupby(["main", "value", "kind"])["rel_vuln"].count().max() >= BOX_MIN
     handles = [
-        Patch(facecolor=KIND_COLORS["single"], alpha=0.75, label="(main, aux) models, single-task attack"),
-        Patch(facecolor=KIND_COLORS["multi"], alpha=0.75, label="(main, aux) models, multi-task attack"),
-        Line2D([], [], marker="D", color="black", ls="none", label="single-task model"),
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
-    fig.suptitle(
-        f"RQ1: multi-task vs single-task models across {spec['axis']}\n"
-        "(boxes and points: one per auxiliary task; whiskers on points: 95 % intervals; lower = more robust)",
+        Line2D([], [], marker="o", color=KIND_COLORS[k], markeredgecolor="black", ls="none",
+               label=f"(main, aux) model, {k}-task attack") for k in ("single", "multi")
+    ]  # fmt: skip
+    if boxes:
+        handles += [
+            Patch(facecolor="0.6", alpha=0.5, label=f"box: spread over the auxiliary tasks ({BOX_MIN}+)")
+        ]
+    handles.append(Line2D([], [], marker="D", color="black", ls="none", label="single-task model"))
+    ncol = min(len(handles), max(1, int(fig.get_figwidth() / 2.8)))
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=LABEL_SIZE, frameon=False)
+    suptitle(
+        fig,
+        f"RQ1: multi-task vs single-task models across {spec['axis']}\n(points: one per (main, auxiliary) "
+        "model, with its 95 % interval; lower = more robust)",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
+    legend_in = 0.12 + 0.2 * math.ceil(len(handles) / ncol)
+    fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
     return fig
 
 

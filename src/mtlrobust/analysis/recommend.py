@@ -18,7 +18,9 @@ statistics are recomputed in every draw, the same way as for the point values. T
 each statistic over the main tasks, per draw. The intervals cover the noise of the finite test set, not
 that of training seeds.
 
-Spec (JSON file or text)::
+From a study (``--configfile``, what a user types after a run), the spec is the plan's ``recommend`` output
+with the command's overrides and the evaluation CSVs are found under ``--evals``. Spec (``--spec``, JSON
+file or text)::
 
     {"title": "...", "proxy": "resnet18 at epoch 3", "target": "resnet50 at epoch 8",
      "proxy_value": "rel_vuln",          # or "clean_error"; the target is always rel_vuln
@@ -59,14 +61,40 @@ COLUMNS = [
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--spec", required=True, help="the (main, aux) pairs and their proxy/target cells: JSON file or text"
+    p.description = (
+        "Which auxiliary task to add to each main task, as ranked by a cheap proxy setting, checked against "
+        "the target setting. After a study has run: mtlrobust recommend --configfile config.yaml --out "
+        "X.csv [--proxy-arch resnet18 --proxy-epoch 3 ...]: the pairs come from the study's recommend "
+        "section (with the overrides below), the evaluations from --evals."
     )
-    p.add_argument("--inputs", nargs="*", default=[], type=Path, help="evaluation CSVs holding those cells")
-    p.add_argument("--inputs-from", type=Path, help="a file listing evaluation CSVs, one path per line")
-    p.add_argument(
-        "--out", required=True, type=Path, help="results/recommend.csv (recommend.md is written next to it)"
+    p.add_argument("--out", required=True, type=Path, help="the CSV to write (its .md is written next to it)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--configfile", type=Path, help="the study that was run, e.g. config.yaml")
+    src.add_argument(
+        "--spec",
+        help='instead of a study: JSON (file or text) {"pairs": [{"main": "s", "aux": "d", "proxy": CELL, '
+        '"target": CELL}, ...]}, CELL = [model_id, epoch, attack, attacked, task], with --inputs',
     )
+    p.add_argument("--evals", type=Path, default=Path("results/evals"),
+                   help="with --configfile: the study's evaluations (default: %(default)s)")  # fmt: skip
+    p.add_argument(
+        "--models",
+        type=Path,
+        default=Path("results/models.csv"),
+        help="with --configfile: the study's model summary; candidates whose models do not beat the constant "
+        "predictor are left out, as in the workflow (default: %(default)s, if there)",
+    )
+    p.add_argument("--inputs", nargs="*", default=[], type=Path, help="with --spec: evaluation CSVs")
+    p.add_argument("--inputs-from", type=Path, help="with --spec: a file listing evaluation CSVs, one a line")
+    g = p.add_argument_group("with --configfile, each overrides that key of the study's recommend section")
+    g.add_argument("--proxy-arch", help="encoder of the cheap setting (schema default: resnet18)")
+    g.add_argument("--proxy-epoch", type=int, help="its milestone (schema default: the final epoch)")
+    g.add_argument("--target-arch", help="encoder the ranking is checked against (schema default: resnet50)")
+    g.add_argument("--target-epoch", type=int, help="its milestone (schema default: the final epoch)")
+    g.add_argument("--proxy-value", choices=list(VALUES), help="what the proxy ranks by (default: rel_vuln)")
+    g.add_argument("--mains", help="main tasks ranked, as letters, e.g. sd (default: every candidate)")
+    g.add_argument("--attack", help="the study's attack whose vulnerability is ranked (default: pgd)")
+    g.add_argument("--attacked", choices=["single", "multi"], help="attack the main task alone or both")
 
 
 # ------------------------------------------------------------------------------------------ the spec
@@ -173,8 +201,9 @@ def match(proxy, target) -> dict[str, np.ndarray]:
     k = ok.sum(-1)
     rp, rt = _ranks(p, ok), _ranks(t, ok)
     with np.errstate(invalid="ignore", divide="ignore"):
-        dp = np.where(ok, rp - np.nanmean(np.where(ok, rp, np.nan), -1, keepdims=True), 0)
-        dt = np.where(ok, rt - np.nanmean(np.where(ok, rt, np.nan), -1, keepdims=True), 0)
+        n_ok = ok.sum(-1, keepdims=True)  # a mean over no candidate is NaN, silently (no nanmean warning)
+        dp = np.where(ok, rp - np.where(ok, rp, 0).sum(-1, keepdims=True) / n_ok, 0)
+        dt = np.where(ok, rt - np.where(ok, rt, 0).sum(-1, keepdims=True) / n_ok, 0)
         rho = (dp * dt).sum(-1) / np.sqrt((dp * dp).sum(-1) * (dt * dt).sum(-1))
         best_p = ok & (p == np.min(np.where(ok, p, np.inf), -1, keepdims=True))
         best_t = ok & (t == np.min(np.where(ok, t, np.inf), -1, keepdims=True))
@@ -216,6 +245,7 @@ class Result:
     resamples: int
     seed: int
     level: float
+    excluded: list[Pair]  # candidates left out: a model of theirs does not beat the constant predictor
 
 
 def _mean(x: np.ndarray) -> np.ndarray:
@@ -231,8 +261,15 @@ def _stat(values: np.ndarray, n: int, n_samples: int, level: float) -> S.Interva
 
 
 def compute(rows: pd.DataFrame, pairs: list[Pair], proxy_value: str = "rel_vuln", *,
-            resamples: int = S.RESAMPLES, level: float = S.LEVEL, seed: int = S.SEED) -> Result:  # fmt: skip
-    """Rankings and match statistics of ``pairs`` from the per-sample rows of their cells."""
+            resamples: int = S.RESAMPLES, level: float = S.LEVEL, seed: int = S.SEED,
+            untrained=frozenset()) -> Result:  # fmt: skip
+    """Rankings and match statistics of ``pairs`` from the per-sample rows of their cells. Candidates with
+    a proxy or target cell in ``untrained`` ((model_id, epoch, task) not beating the constant predictor)
+    are left out of both rankings (no value, no rank) and listed in ``Result.excluded``."""
+
+    def trained(p: Pair) -> bool:
+        return all((c[0], int(c[1]), c[4]) not in untrained for c in (p.proxy, p.target))
+
     cd = S.CellDraws(rows, KEY, resamples=resamples, level=level, seed=seed)
     n_samples = cd.clean.shape[0]
     by_cell = dict(iter(rows.groupby(KEY, sort=False)))
@@ -252,8 +289,9 @@ def compute(rows: pd.DataFrame, pairs: list[Pair], proxy_value: str = "rel_vuln"
         ps = [p for p in pairs if p.main == m]
         prox = [cell(p.proxy, proxy_value) for p in ps]
         targ = [cell(p.target, "rel_vuln") for p in ps]
-        P = np.column_stack([np.r_[iv.value, d] for iv, d in prox])
-        T = np.column_stack([np.r_[iv.value, d] for iv, d in targ])
+        keep = np.array([trained(p) for p in ps])[None, :]
+        P = np.where(keep, np.column_stack([np.r_[iv.value, d] for iv, d in prox]), np.nan)
+        T = np.where(keep, np.column_stack([np.r_[iv.value, d] for iv, d in targ]), np.nan)
         r = match(P, T)
         ok = np.isfinite(P[0]) & np.isfinite(T[0])
         k = int(ok.sum())
@@ -271,7 +309,8 @@ def compute(rows: pd.DataFrame, pairs: list[Pair], proxy_value: str = "rel_vuln"
     for s in STATS:
         x = np.array(per_main[s])  # [mains, 1 + draws]
         overall[s] = _stat(_mean(x), int(np.isfinite(x[:, 0]).sum()), n_samples, level)
-    return Result(mains, overall, proxy_value, n_samples, resamples, seed, level)
+    excluded = [p for p in pairs if not trained(p)]
+    return Result(mains, overall, proxy_value, n_samples, resamples, seed, level, excluded)
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -361,8 +400,19 @@ def markdown(res: Result, spec: dict) -> str:
         f"({res.resamples} draws, seed {res.seed}); all proxy and target cells are resampled jointly and "
         "both rankings recomputed in every draw. It covers the noise of the finite test set, not that of "
         "training seeds. A Spearman interval reaching 0 or a top-1 hit interval [0, 1] means this test set "
-        "cannot tell whether the proxy ranks the candidates right.\n",
+        "cannot tell whether the proxy ranks the candidates right. The cells' own intervals are studentized "
+        "bootstrap intervals on the same draws.\n",
     ]
+    if res.excluded:
+        out += [
+            "Left out of the rankings (a model of the candidate does not beat the constant predictor on the "
+            "main task, results/models.csv): "
+            + "; ".join(
+                f"main {p.main}, auxiliary {_aux(p)} ({_name(p.proxy)}, {_name(p.target)})"
+                for p in res.excluded
+            )
+            + ".\n"
+        ]
     for mr in res.mains:
         hit = mr.stats["top1_hit"]
         verdict = {1.0: "a hit", 0.0: "a miss"}.get(hit.value, f"a hit for {hit.value:g} of the tied")
@@ -391,7 +441,8 @@ def markdown(res: Result, spec: dict) -> str:
 
 
 def write(spec: dict, paths, out: Path, **kw) -> Result:
-    """Read the cells of ``spec`` from the evaluation CSVs ``paths``; write ``out`` and ``out``.md."""
+    """Read the cells of ``spec`` from the evaluation CSVs ``paths``; write ``out`` and ``out``.md
+    (``kw``: ``compute``'s, e.g. ``untrained``)."""
     pairs = parse_spec(spec)
     rows = read_cells(paths, [c for p in pairs for c in (p.proxy, p.target)])
     res = compute(rows, pairs, spec.get("proxy_value", "rel_vuln"), **kw)
@@ -401,8 +452,55 @@ def write(spec: dict, paths, out: Path, **kw) -> Result:
     return res
 
 
+# --flag -> key of the study's recommend section
+OVERRIDES = {"proxy_arch": ("proxy", "arch"), "proxy_epoch": ("proxy", "epoch"),
+             "target_arch": ("target", "arch"), "target_epoch": ("target", "epoch"),
+             "proxy_value": ("proxy_value",), "mains": ("mains",), "attack": ("attack",),
+             "attacked": ("attacked",)}  # fmt: skip
+
+
+def study_spec(args) -> tuple[dict, list[Path]]:
+    """The spec of the study's recommend section with the command's overrides, and the evaluation CSVs
+    of its cells under ``--evals`` (the workflow's ``{model_id}/epoch{E}/{attack}.csv``)."""
+    import yaml
+
+    from .. import study
+
+    try:
+        config = yaml.safe_load(args.configfile.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"--configfile {args.configfile}: not YAML ({e})") from None
+    section = config.setdefault("study", {}).setdefault("recommend", {})
+    section["enabled"] = True
+    for flag, key in OVERRIDES.items():
+        value = getattr(args, flag)
+        if value is not None:
+            node = section
+            for k in key[:-1]:
+                node = node.setdefault(k, {})
+            node[key[-1]] = list(value) if flag == "mains" else value
+    spec = study.build(study.validated(config)).outputs["recommend"].spec
+    cells = {tuple(p[side][:3]) for p in spec["pairs"] for side in ("proxy", "target")}
+    paths = [args.evals / m / f"epoch{e}" / f"{a}.csv" for m, e, a in sorted(cells)]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the {len(paths)} evaluation CSV(s) these settings rank are not there, e.g. "
+            f"{missing[0]}; expected the study's evaluations under --evals {args.evals} (run the study first)"
+        )
+    return spec, paths
+
+
 def run(args) -> int:
     files.check_output(args.out, "--out")
-    res = write(load_spec(args.spec), input_paths(args), args.out)
+    untrained = frozenset()
+    if args.configfile is not None:
+        from .tables import untrained_models
+
+        spec, paths = study_spec(args)
+        untrained = untrained_models(args.models if args.models.is_file() else None)
+    else:
+        spec, paths = load_spec(args.spec), input_paths(args)
+    res = write(spec, paths, args.out, untrained=untrained)
     print(f"wrote {args.out} and {args.out.with_suffix('.md')}: {len(res.mains)} main task(s)")
     return 0

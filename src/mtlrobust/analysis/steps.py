@@ -37,7 +37,7 @@ OUT_COLUMNS = [
 
 def read_steps(path) -> pd.DataFrame:
     """One steps CSV, refused when it lacks columns or its trailer (cut short)."""
-    text = Path(path).read_text()
+    text = files.read_text(path, "steps CSV")  # names the file when it is not UTF-8
     lines = text.rstrip("\n").split("\n")
     if not lines or lines[0].split(",") != COLUMNS:
         raise ValueError(f"{path}: not a steps CSV; expected the header {','.join(COLUMNS)}")
@@ -133,23 +133,35 @@ def write_table(name: str, spec: dict, inputs, out: Path, cells=None) -> None:
 
 def write_figure(name: str, spec: dict, inputs, out_png: Path) -> list[Path]:
     """``figures.write``'s hook: per panel, vulnerability (top) and attacked-loss change (bottom) vs steps."""
-    from .figures import _plt, save
+    from .figures import save
+
+    return save(figure(spec, table(spec, load(inputs))), out_png)
+
+
+def figure(spec: dict, t: pd.DataFrame):
+    """The steps figure of the table ``t``; the legend (series by colour, attacks by line style) sits to
+    the right of the panels, where it hides no curve."""
+    from matplotlib.lines import Line2D
+
+    from .figures import LABEL_SIZE, _plt, suptitle
 
     plt = _plt()
-    t = table(spec, load(inputs))
     panels = spec["panels"]
-    fig, axes = plt.subplots(2, len(panels), figsize=(max(7.0, 4.2 * len(panels)), 6.4), squeeze=False,
-                             sharex=True)  # fmt: skip
+    legend_in = 2.3
+    fig, axes = plt.subplots(2, len(panels), figsize=(max(7.0, 4.2 * len(panels)) + legend_in, 6.4),
+                             squeeze=False, sharex=True)  # fmt: skip
     styles = ["-", "--", ":", "-."]
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    series_names = list(dict.fromkeys(s["label"] for panel in panels for s in panel["series"]))
+    color_of = {label: colors[i % len(colors)] for i, label in enumerate(series_names)}
     for j, panel in enumerate(panels):
         p = t[t["panel"] == panel["label"]]
-        for i, series in enumerate(panel["series"]):
+        for series in panel["series"]:
             for k, attack in enumerate(spec["attacks"]):
                 r = p[(p["series"] == series["label"]) & (p["attack"] == attack)].sort_values("step")
                 r = pd.concat([_clean_point(), r], ignore_index=True)  # step 0: x itself, no change
-                kw = {"color": colors[i % len(colors)], "linestyle": styles[k % len(styles)]}
-                axes[0, j].plot(r["step"], r["rel_vuln"], label=f"{series['label']}, {attack}", **kw)
+                kw = {"color": color_of[series["label"]], "linestyle": styles[k % len(styles)]}
+                axes[0, j].plot(r["step"], r["rel_vuln"], **kw)
                 axes[0, j].fill_between(r["step"], r["rel_vuln_lo"], r["rel_vuln_hi"], alpha=0.12, **kw)
                 axes[1, j].plot(r["step"], r["loss_change"], **kw)
         for ax in axes[:, j]:
@@ -160,11 +172,15 @@ def write_figure(name: str, spec: dict, inputs, out_png: Path) -> list[Path]:
         axes[1, j].set_ylabel("attacked loss, relative change")
         axes[1, j].set_xlabel("attack steps")
         axes[1, j].xaxis.get_major_locator().set_params(integer=True)
-    axes[0, 0].legend(fontsize=7)
-    note = "\n(shaded: 95 % intervals; dotted lines: the marked step counts)"
-    fig.suptitle(spec["title"] + note, fontsize=9)
-    fig.tight_layout()
-    return save(fig, out_png)
+    handles = [Line2D([], [], color=color_of[s], label=s) for s in series_names]
+    handles += [Line2D([], [], color="black", linestyle=styles[k % len(styles)], label=a)
+                for k, a in enumerate(spec["attacks"])]  # fmt: skip
+    width = fig.get_figwidth()
+    fig.legend(handles=handles, loc="center right", fontsize=LABEL_SIZE, frameon=False,
+               title="model, attacked tasks / attack", title_fontsize=LABEL_SIZE)  # fmt: skip
+    suptitle(fig, spec["title"] + "\n(shaded: 95 % intervals; dotted lines: the marked step counts)")
+    fig.tight_layout(rect=(0, 0, 1 - legend_in / width, 1))
+    return fig
 
 
 TABLES = {"steps": write_table}

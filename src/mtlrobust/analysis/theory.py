@@ -229,6 +229,20 @@ def compute(
     return stats, theory_rows(stats, orders, eps)
 
 
+def check_finite(rows, model_id: str) -> None:
+    """Refuse to write a NaN or infinite quantity: a row a reader would take as measured."""
+    for r in rows:
+        for col in ("value", "bound"):
+            v = r[col]
+            if v != "" and not math.isfinite(v):
+                keys = ("order", "step", "tasks", "task", "other", "weighting")
+                where = ", ".join(f"{k} {r[k]}" for k in keys if r[k] != "")
+                raise FloatingPointError(
+                    f"{model_id}: theory {r['quantity']} ({where}) has {col} {v}: a task's input gradient is "
+                    "zero or not finite on these samples (no valid pixel, a constant output, or NaN weights)"
+                )
+
+
 def parse_orders(orders, model_tasks) -> list[list[str]]:
     from .. import tasks as T
 
@@ -276,6 +290,7 @@ def run(args) -> int:
         device=device,
         reduction=(meta.get("hparams") or {}).get("loss_reduction", "valid"),  # the loss it was trained on
     )
+    check_finite(rows, meta["model_id"])
     head = dict(
         model_id=meta["model_id"],
         epoch=meta["epoch"],

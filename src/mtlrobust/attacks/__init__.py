@@ -4,9 +4,10 @@ dense-prediction attacks SegPGD and CosPGD.
 Each attack lives in its own small file and takes ``(model, loss, x, y, *, eps, norm, ...)``, where
 ``model(x)`` returns a tensor or a dict of task outputs, ``loss(outputs, y)`` a per-sample loss [B] and
 x is a batch in [0, 1]; it returns x_adv. ``wgd`` takes ``task_losses`` (a dict of such losses) instead
-(``METHODS[name].per_task_losses``). ``MultiTaskObjective`` builds the loss of an attacked subset of tasks
-from the registry; ``check_spec`` checks an attack spec as in the workflow's config and ``run_attack``
-runs one on a batch.
+(``METHODS[name].per_task_losses``). eps and step sizes are in the units of x (8/255, not 8): a value out
+of range raises ValueError naming the argument. ``help(pgd)`` etc. document each attack's arguments.
+``MultiTaskObjective`` builds the loss of an attacked subset of tasks from the registry; ``check_spec``
+checks an attack spec as in the workflow's config and ``run_attack`` runs one on a batch.
 
 Example::
     >>> from mtlrobust.attacks import run_attack

@@ -35,19 +35,52 @@ def is_real(v) -> bool:
 def check_args(
     eps, norm: str, *, steps=1, step_size=None, restarts=1, random_start=False
 ) -> tuple[float, str, float | None]:
-    """Validate the shared arguments; return (eps, norm, step_size) with norm lower-cased."""
-    if not is_real(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite number >= 0 (input units, [0, 1] images), got {eps!r}")
+    """Validate the shared arguments; return (eps, norm, step_size) with norm lower-cased.
+
+    eps and step_size are in the units of inputs in [0, 1], so an L-inf value above 1 is a unit mistake
+    (8 meant as 8/255): refused here rather than silently returning a saturated image."""
     norm_l = str(norm).lower()
     if norm_l not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    linf = norm_l == "linf"
+    if not is_real(eps) or eps < 0 or (linf and eps > 1):
+        expected = "in [0, 1] for norm='linf'" if linf else ">= 0"
+        raise ValueError(
+            f"eps must be a finite number {expected} (units of inputs in [0, 1]: 8/255, not 8), got {eps!r}"
+        )
     for name, v in (("steps", steps), ("restarts", restarts)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if step_size is not None and (not is_real(step_size) or step_size <= 0):
-        raise ValueError(f"step_size must be a finite number > 0 or None (default), got {step_size!r}")
+    if step_size is not None and (not is_real(step_size) or step_size <= 0 or (linf and step_size > 1)):
+        expected = "in (0, 1] for norm='linf'" if linf else "> 0"
+        raise ValueError(
+            f"step_size must be a finite number {expected} (units of inputs in [0, 1]: 2/255, not 2) or None "
+            f"(the attack's default), got {step_size!r}"
+        )
     start_kind(random_start, norm_l)
     return float(eps), norm_l, None if step_size is None else float(step_size)
+
+
+def check_inputs(x, eps: float, norm: str) -> None:
+    """x is a floating tensor [B, ...] with values in [0, 1], and an L2 eps is at most sqrt(d), the largest
+    L2 distance between two inputs in [0, 1]^d (a larger radius is a unit mistake: no constraint at all)."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 1:
+        got = f"{x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x)
+        raise ValueError(f"x must be a floating-point tensor [B, ...] of inputs in [0, 1], got {got}")
+    if x.numel() == 0:
+        return
+    lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+    if not 0 <= lo <= hi <= 1:  # also false for NaN
+        raise ValueError(
+            f"x must hold inputs in [0, 1] (e.g. images divided by 255, before any normalisation: the model "
+            f"normalises them itself), got values in [{lo:g}, {hi:g}]"
+        )
+    d = x[0].numel()
+    if norm == "l2" and eps > math.sqrt(d):
+        raise ValueError(
+            f"eps must be at most sqrt({d}) = {math.sqrt(d):.4g} for norm='l2' on inputs of {d} values in "
+            f"[0, 1] (the largest L2 distance between two of them), got {eps!r}"
+        )
 
 
 def check_bool(name: str, v) -> None:

@@ -36,6 +36,7 @@ def weighted_pgd(
         eps, norm, steps=steps, step_size=step_size, random_start=random_start
     )
     C.check_trace(trace)
+    C.check_inputs(x, eps, norm)
     x = x.detach()
     if eps == 0:
         C.unmoved_trace(trace, steps, model, loss, x, y)

@@ -1,47 +1,4 @@
-"""APGD (Auto-PGD): PGD with momentum and a step size halved at checkpoints when progress stalls.
-
-Croce & Hein, "Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse Parameter-free
-Attacks", ICML 2020, https://arxiv.org/abs/2003.01690 (reference code: fra31/auto-attack).
-
-Distance: L-inf or L2. A port of auto-attack's ``attack_single_run`` with torchattacks 3.5.1's arithmetic
-(reproduced to <= 1e-6 on classifiers) for any per-sample loss: start on the eps-sphere, step size
-eta = 2 eps, momentum 0.75; at each checkpoint a sample whose loss rose in <= rho of the window's steps,
-or whose best loss and step size did not change since the last checkpoint, halves eta and restarts from
-its best point. All bookkeeping stays on x's device.
-
-Arguments:
-    model: callable, x -> tensor or dict of task outputs; run in eval mode, mode restored after.
-    loss: (outputs, y) -> per-sample loss [B] to increase (any sign, e.g. a regression loss).
-    x: [B, ...] inputs in [0, 1] (not modified); y: anything ``loss`` understands.
-    eps (required): ball radius in input units. eps = 0 returns x.
-    norm: "linf" | "l2". (Default: "linf")
-    steps: iterations N. (Default: 100, Croce & Hein's)
-    step_size: initial eta; None -> 2 * eps. (Default: None)
-    random_start: "sphere" (auto-attack's), False (start at x) or a kind as in ``pgd``. (Default: "sphere")
-    restarts: runs from fresh random starts. (Default: 1)
-    rho: checkpoint threshold on the fraction of loss increases. (Default: 0.75)
-    momentum: weight of the new step, alpha in the paper. (Default: 0.75)
-    schedule: "autoattack" (the reference's integer checkpoints: 5, 9, 12, 14, 15, ..., 25 for N = 25)
-        or "paper" (p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), ceil(p N): 6, 11, 15, 18, ... 25).
-        (Default: "autoattack")
-    quirk_first_window: the reference's first window compares L(1) with 0 (a wrap-around in its loss
-        buffer), not with the start's loss; False compares with the start's loss. (Default: True)
-    success_fn: None -> return, per sample, the highest-loss point over all iterates and restarts
-        (strict >). Else (outputs, y) -> bool [B] "attack succeeded" (classifier: ``out.argmax(1) != y``):
-        auto-attack's default mode, where restarts skip succeeded samples, a succeeded sample is returned
-        at its last successful iterate and the others as clean x. (Default: None)
-    generator: torch.Generator, int seed or None. A CPU generator seeded s reproduces torchattacks'
-        ``APGD(seed=s)`` start without touching the global RNG (torchattacks reseeds it). (Default: None)
-    trace: None or a list to which the per-sample loss [B] at the iterate after each step is appended
-        (``steps`` entries, max over restarts; no extra forward). APGD returns its best point, whose loss
-        is the running maximum of the start's loss and the trace. Needs ``success_fn=None``. (Default: None)
-
-Returns x_adv, same shape/dtype/device as x.
-
-Example::
-    >>> obj = MultiTaskObjective("seg+depth_z")
-    >>> x_adv = apgd(model, obj, x, (targets, masks), eps=8 / 255, steps=25, generator=0)
-"""
+"""APGD (Auto-PGD): ``apgd`` and its step-size ``checkpoints`` (the docstrings have the details)."""
 
 from __future__ import annotations
 
@@ -169,11 +126,58 @@ def apgd(
     generator=None,
     trace=None,
 ) -> torch.Tensor:
+    """APGD (Auto-PGD): PGD with momentum and a step size halved at checkpoints when progress stalls.
+
+    Croce & Hein, "Reliable Evaluation of Adversarial Robustness with an Ensemble of Diverse Parameter-free
+    Attacks", ICML 2020, https://arxiv.org/abs/2003.01690 (reference code: fra31/auto-attack).
+
+    Distance: L-inf or L2. A port of auto-attack's ``attack_single_run`` with torchattacks 3.5.1's arithmetic
+    (reproduced to <= 1e-6 on classifiers) for any per-sample loss: start on the eps-sphere, step size
+    eta = 2 eps, momentum 0.75; at each checkpoint a sample whose loss rose in <= rho of the window's steps,
+    or whose best loss and step size did not change since the last checkpoint, halves eta and restarts from
+    its best point. All bookkeeping stays on x's device.
+
+    Arguments:
+        model: callable, x -> tensor or dict of task outputs; run in eval mode, mode restored after.
+        loss: (outputs, y) -> per-sample loss [B] to increase (any sign, e.g. a regression loss).
+        x: [B, ...] inputs in [0, 1] (not modified); y: anything ``loss`` understands.
+        eps (required): ball radius in input units. eps = 0 returns x.
+        norm: "linf" | "l2". (Default: "linf")
+        steps: iterations N. (Default: 100, Croce & Hein's)
+        step_size: initial eta; None -> 2 * eps. (Default: None)
+        random_start: "sphere" (auto-attack's), False (start at x) or a kind as in ``pgd``.
+            (Default: "sphere")
+        restarts: runs from fresh random starts. (Default: 1)
+        rho: checkpoint threshold on the fraction of loss increases. (Default: 0.75)
+        momentum: weight of the new step, alpha in the paper. (Default: 0.75)
+        schedule: "autoattack" (the reference's integer checkpoints: 5, 9, 12, 14, 15, ..., 25 for N = 25)
+            or "paper" (p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06), ceil(p N): 6, 11, 15, 18, ... 25).
+            (Default: "autoattack")
+        quirk_first_window: the reference's first window compares L(1) with 0 (a wrap-around in its loss
+            buffer), not with the start's loss; False compares with the start's loss. (Default: True)
+        success_fn: None -> return, per sample, the highest-loss point over all iterates and restarts
+            (strict >). Else (outputs, y) -> bool [B] "attack succeeded" (classifier: ``out.argmax(1) != y``):
+            auto-attack's default mode, where restarts skip succeeded samples, a succeeded sample is returned
+            at its last successful iterate and the others as clean x. (Default: None)
+        generator: torch.Generator, int seed or None. A CPU generator seeded s reproduces torchattacks'
+            ``APGD(seed=s)`` start without touching the global RNG (torchattacks reseeds it). (Default: None)
+        trace: None or a list to which the per-sample loss [B] at the iterate after each step is appended
+            (``steps`` entries, max over restarts; no extra forward). APGD returns its best point, whose loss
+            is the running maximum of the start's loss and the trace. Needs ``success_fn=None``.
+            (Default: None)
+
+    Returns x_adv, same shape/dtype/device as x.
+
+    Example::
+        >>> obj = MultiTaskObjective("seg+depth_z")
+        >>> x_adv = apgd(model, obj, x, (targets, masks), eps=8 / 255, steps=25, generator=0)
+    """
     eps, norm, step_size = C.check_args(
         eps, norm, steps=steps, step_size=step_size, restarts=restarts, random_start=random_start
     )
     check(rho=rho, momentum=momentum, schedule=schedule, quirk_first_window=quirk_first_window)
     C.check_trace(trace)
+    C.check_inputs(x, eps, norm)
     if trace is not None and success_fn is not None:
         raise ValueError("trace needs success_fn=None: with success_fn, restarts attack a shrinking subset")
     cps = set(checkpoints(steps, schedule))

@@ -1,30 +1,4 @@
-"""MIM (MI-FGSM): iterative gradient attack with momentum on L1-normalised gradients.
-
-Dong et al., "Boosting Adversarial Attacks with Momentum", CVPR 2018, https://arxiv.org/abs/1710.06081
-
-Distance: L-inf or L2. Each step: ``g = grad / (mean|grad| + 1e-12)`` per sample (the paper's
-||grad||_1 up to a constant), ``m = g + decay * m``, ``x += step_size * sign(m)`` (L2:
-``m / (||m||_2 + 1e-10)``), then projection onto the eps-ball and clipping to [0, 1]. This is
-torchattacks ``MIFGSM`` except for the 1e-12, which keeps a zero gradient from making NaN momentum.
-
-Arguments:
-    model: callable, x -> tensor or dict of task outputs; run in eval mode, mode restored after.
-    loss: (outputs, y) -> per-sample loss [B] to increase.
-    x: [B, ...] inputs in [0, 1] (not modified); y: anything ``loss`` understands.
-    eps (required): ball radius in input units. eps = 0 returns x.
-    norm: "linf" | "l2". (Default: "linf")
-    steps: number of steps. (Default: 10, as torchattacks)
-    step_size: None -> eps / 4 (2/255 at eps = 8/255, torchattacks' alpha). (Default: None)
-    decay: momentum factor mu. (Default: 1.0)
-    random_start: False (start at x, as the paper and torchattacks) or a kind as in ``pgd``. (Default: False)
-    generator: torch.Generator, int seed or None; used only for a random start.
-    trace: None or a list to which the per-sample loss [B] after each step is appended (as in ``pgd``).
-
-Returns x_adv (the last iterate), same shape/dtype/device as x.
-
-Example::
-    >>> x_adv = mim(model, MultiTaskObjective("seg"), x, (targets, masks), eps=8 / 255, decay=1.0)
-"""
+"""MIM (MI-FGSM), the momentum iterative attack: ``mim`` (its docstring has the details)."""
 
 from __future__ import annotations
 
@@ -54,11 +28,40 @@ def mim(
     generator=None,
     trace=None,
 ) -> torch.Tensor:
+    """MIM (MI-FGSM): iterative gradient attack with momentum on L1-normalised gradients.
+
+    Dong et al., "Boosting Adversarial Attacks with Momentum", CVPR 2018, https://arxiv.org/abs/1710.06081
+
+    Distance: L-inf or L2. Each step: ``g = grad / (mean|grad| + 1e-12)`` per sample (the paper's
+    ||grad||_1 up to a constant), ``m = g + decay * m``, ``x += step_size * sign(m)`` (L2:
+    ``m / (||m||_2 + 1e-10)``), then projection onto the eps-ball and clipping to [0, 1]. This is
+    torchattacks ``MIFGSM`` except for the 1e-12, which keeps a zero gradient from making NaN momentum.
+
+    Arguments:
+        model: callable, x -> tensor or dict of task outputs; run in eval mode, mode restored after.
+        loss: (outputs, y) -> per-sample loss [B] to increase.
+        x: [B, ...] inputs in [0, 1] (not modified); y: anything ``loss`` understands.
+        eps (required): ball radius in input units. eps = 0 returns x.
+        norm: "linf" | "l2". (Default: "linf")
+        steps: number of steps. (Default: 10, as torchattacks)
+        step_size: None -> eps / 4 (2/255 at eps = 8/255, torchattacks' alpha). (Default: None)
+        decay: momentum factor mu. (Default: 1.0)
+        random_start: False (start at x, as the paper and torchattacks) or a kind as in ``pgd``.
+            (Default: False)
+        generator: torch.Generator, int seed or None; used only for a random start.
+        trace: None or a list to which the per-sample loss [B] after each step is appended (as in ``pgd``).
+
+    Returns x_adv (the last iterate), same shape/dtype/device as x.
+
+    Example::
+        >>> x_adv = mim(model, MultiTaskObjective("seg"), x, (targets, masks), eps=8 / 255, decay=1.0)
+    """
     eps, norm, step_size = C.check_args(
         eps, norm, steps=steps, step_size=step_size, random_start=random_start
     )
     check(decay=decay)
     C.check_trace(trace)
+    C.check_inputs(x, eps, norm)
     x = x.detach()
     if eps == 0:
         C.unmoved_trace(trace, steps, model, loss, x, y)

@@ -35,7 +35,9 @@ import argparse
 import csv
 import hashlib
 import http.client
+import io
 import logging
+import math
 import os
 import re
 import shutil
@@ -53,6 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
+
+from ..files import read_text
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +159,8 @@ def read_split_buildings(path: str | os.PathLike, split: str = "all", subset: st
     path = Path(path)
     if path.is_dir():
         path = path / f"train_val_test_{subset}.csv"
-    with open(path, encoding="utf-8-sig") as f:  # universal newlines: the official files use '\r'
+    text = read_text(path, "split CSV (id,train,val,test)").removeprefix("\ufeff")
+    with io.StringIO(text, newline=None) as f:  # universal newlines: the official files use '\r'
         reader = csv.DictReader(f)
         cols = [c.strip() for c in reader.fieldnames or []]
         if cols[:1] != ["id"] or not {"train", "val", "test"} <= set(cols):
@@ -175,7 +180,7 @@ def read_split_buildings(path: str | os.PathLike, split: str = "all", subset: st
 def read_md5_list(path: str | os.PathLike) -> dict[str, str]:
     """Parse an md5sum-style file (``<md5> <filename>`` per line, as the official md5sum.txt)."""
     out = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, line in enumerate(read_text(path, "md5sum-style list").splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split(maxsplit=1)
@@ -592,12 +597,15 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     print(LICENCE_SUMMARY)
     if not args.agree_licence:
-        print("\nRe-run with --agree-licence to accept these terms and download.")
+        print("mtlrobust download: error: --agree-licence not given: re-run with it to accept these terms "
+              "and download", file=sys.stderr)  # fmt: skip
         return 2
     try:
         buildings, domains = _plan(args)
     except (ValueError, KeyError, OSError) as exc:
-        print(f"mtlrobust download: error: {exc}", file=sys.stderr)
+        from ..cli import one_line
+
+        print(f"mtlrobust download: error: {one_line(exc)}", file=sys.stderr)
         return 2
     if args.dry_run:
         return _dry_run(buildings, domains, args)
@@ -642,6 +650,8 @@ def _plan(args: argparse.Namespace) -> tuple[list[str], list[str]]:
         domains = validate_domains(args.domains.split(","))
     if args.connections < 1 or args.retries < 0:
         raise ValueError("--connections must be >= 1 and --retries >= 0")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ValueError(f"--timeout: expected a finite number of seconds > 0, got {args.timeout}")
     return buildings, domains
 
 

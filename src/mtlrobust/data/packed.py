@@ -36,7 +36,7 @@ from PIL import Image
 
 from .. import __version__
 from .. import tasks as T
-from ..files import raise_if_disk_full
+from ..files import make_temp_dir, raise_if_disk_full
 from . import taskonomy as tx
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,7 @@ def _write_split(index, views, ts, size, dest: Path, split, rule, skip_bad, prog
     from tqdm import tqdm
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    tmp = make_temp_dir(dest.parent, f".{dest.name}.tmp-")
     try:
         n = len(views)
         arrays = {"rgb": np.lib.format.open_memmap(tmp / "rgb.npy", "w+", np.uint8, (n, 3, size, size))}
@@ -217,6 +217,84 @@ def _write_split(index, views, ts, size, dest: Path, split, rule, skip_bad, prog
 
 
 # -------------------------------------------------------------------------------------------- dataset
+# Float targets and seg labels of arrays up to this size are checked in full when a split is opened (a
+# pass over 256 MiB takes ~0.1 s); larger ones (paper scale: GBs per task) batch by batch as they are read,
+# so no job pays a full read of the split before it starts.
+CHECK_AT_OPEN_BYTES = 256 * 2**20
+CHUNK_ROWS = 256  # rows per step of that check, so it never holds a whole large array in memory
+META_KEYS = ("tasks", "resolution")
+
+
+def read_meta(path: Path) -> dict:
+    """A split's meta.json, checked for the keys PackedDataset needs; errors name the file."""
+    from ..files import read_text
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a prepared split (run `mtlrobust prepare`)")
+    text = read_text(path, "JSON file (a prepared split's meta.json)")
+    if not text.strip():
+        raise ValueError(
+            f"{path}: empty file, expected the split's JSON metadata (re-run `mtlrobust prepare`)"
+        )
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e}); re-run `mtlrobust prepare`") from None
+    if not isinstance(meta, dict) or any(k not in meta for k in META_KEYS):
+        raise ValueError(f"{path}: expected a JSON object with keys {list(META_KEYS)}")
+    tasks, res = meta["tasks"], meta["resolution"]
+    if not isinstance(tasks, list) or not all(isinstance(t, str) and t in T.BY_ID for t in tasks):
+        raise ValueError(f"{path}: 'tasks' must list task ids of {sorted(T.BY_ID)}, got {tasks!r}")
+    if isinstance(res, bool) or not isinstance(res, int) or res < 1:
+        raise ValueError(f"{path}: 'resolution' must be an integer >= 1, got {res!r}")
+    return meta
+
+
+def open_array(path: Path, dtype, trailing: tuple, rows: int | None = None) -> np.ndarray:
+    """Memory-map the .npy ``path`` after checking its header against the contract: ``dtype``, shape
+    [N, *trailing] (N = ``rows`` when given) and a file as long as the header says."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, have = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, have = np.lib.format.read_array_header_2_0(f)
+            offset = f.tell()
+    except ValueError as e:
+        raise ValueError(f"{path}: not a .npy array ({e})") from None
+    size = path.stat().st_size
+    want = f"{np.dtype(dtype).name} [{rows if rows is not None else 'N'}, {', '.join(map(str, trailing))}]"
+    if have != np.dtype(dtype) or len(shape) != 1 + len(trailing) or tuple(shape[1:]) != tuple(trailing):
+        raise ValueError(f"{path}: {have} {list(shape)} array, expected {want}")
+    if rows is not None and shape[0] != rows:
+        raise ValueError(f"{path}: {shape[0]} rows, expected {rows} (as many as rgb.npy): {want}")
+    expected = offset + int(np.prod(shape)) * have.itemsize
+    if size != expected:
+        raise ValueError(f"{path}: truncated or corrupt .npy (expected {expected} bytes, found {size})")
+    return np.load(path, mmap_mode="r")
+
+
+def read_views(path: Path) -> list[tx.View]:
+    """The split's views.csv (building, point, view); errors name the file and the row."""
+    from ..files import read_text
+
+    try:
+        rows = list(csv.reader(read_text(path, "CSV file (a prepared split's views.csv)").splitlines()))
+    except OSError as e:
+        raise FileNotFoundError(f"{path}: {e.strerror or e}") from None
+    if not rows or [c.strip() for c in rows[0]] != ["building", "point", "view"]:
+        raise ValueError(f"{path}: expected the header building,point,view, got {rows[:1]}")
+    views = []
+    for n, r in enumerate(rows[1:], 2):
+        try:
+            b, p, v = r
+            views.append(tx.View(b, int(p), int(v)))
+        except ValueError:
+            raise ValueError(f"{path}:{n}: expected building,point,view (integers), got {r}") from None
+    return views
+
+
 class PackedDataset:
     """A prepared split: ``ds[i]`` or ``ds.batch(idx)`` -> (x in [0, 1], targets, masks [1, H, W]).
 
@@ -226,10 +304,7 @@ class PackedDataset:
 
     def __init__(self, split_dir: str | os.PathLike, task_ids: Sequence[str] | None = None):
         self.dir = Path(split_dir)
-        meta_path = self.dir / "meta.json"
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} not found: not a prepared split (run `mtlrobust prepare`)")
-        self.meta = json.loads(meta_path.read_text())
+        self.meta = read_meta(self.dir / "meta.json")
         have = self.meta["tasks"]
         ids = have if task_ids is None else [T.get(t).id for t in task_ids]
         lacking = [t for t in ids if t not in have]
@@ -237,13 +312,37 @@ class PackedDataset:
             raise ValueError(f"{self.dir}: tasks {lacking} were not prepared (it has {have})")
         self.tasks = [T.get(t) for t in ids]
         self.resolution = int(self.meta["resolution"])
-        self.rgb = np.load(self.dir / "rgb.npy", mmap_mode="r")
-        self.targets = {t: np.load(self.dir / f"{t}.npy", mmap_mode="r") for t in ids}
-        self.masks = {t: np.load(self.dir / f"{t}.mask.npy", mmap_mode="r") for t in ids}
-        with open(self.dir / "views.csv", newline="") as f:
-            self.views = [tx.View(r["building"], int(r["point"]), int(r["view"])) for r in csv.DictReader(f)]
-        if len(self.views) != len(self.rgb):
-            raise ValueError(f"{self.dir}: views.csv has {len(self.views)} rows, rgb.npy {len(self.rgb)}")
+        self.rgb = open_array(self.dir / "rgb.npy", np.uint8, (3, self.resolution, self.resolution))
+        n, size = len(self.rgb), (self.resolution, self.resolution)
+        self.targets, self.masks, self._unchecked = {}, {}, set()
+        for t in self.tasks:
+            want = (np.uint8, size) if t.is_segmentation else (np.float32, (t.channels, *size))
+            self.targets[t.id] = open_array(self.dir / f"{t.id}.npy", *want, n)
+            self.masks[t.id] = open_array(self.dir / f"{t.id}.mask.npy", np.uint8, size, n)
+            if self.targets[t.id].nbytes <= CHECK_AT_OPEN_BYTES:
+                self._check_values(t, np.arange(n))
+            else:  # too large to read at every job's start: each batch is checked as it is read
+                self._unchecked.add(t.id)
+        self.views = read_views(self.dir / "views.csv")
+        if len(self.views) != n:
+            raise ValueError(f"{self.dir}: views.csv has {len(self.views)} rows, rgb.npy {n}")
+
+    def _check_values(self, task: T.Task, idx: np.ndarray, values: np.ndarray | None = None) -> None:
+        """Refuse a non-finite float target or a seg label outside the classes (``values``: rows ``idx``).
+
+        Invalid pixels hold 0 (their mask is 0), never NaN: the masked losses multiply by the mask, and
+        NaN * 0 is NaN, so one NaN anywhere would poison a whole batch's loss."""
+        a = self.targets[task.id]
+        for start in range(0, len(idx), CHUNK_ROWS):
+            rows = idx[start : start + CHUNK_ROWS]
+            v = (a[rows] if values is None else values[start : start + CHUNK_ROWS]).reshape(len(rows), -1)
+            bad = v >= task.channels if task.is_segmentation else ~np.isfinite(v)
+            if bad.any():
+                row = int(np.flatnonzero(bad.any(1))[0])
+                value = v[row][bad[row]][0].item()
+                expected = f"labels 0..{task.channels - 1}" if task.is_segmentation else "finite targets"
+                path = self.dir / f"{task.id}.npy"
+                raise ValueError(f"{path}: view {int(rows[row])} holds {value!r}, expected {expected}")
 
     def __len__(self) -> int:
         return len(self.rgb)
@@ -257,6 +356,8 @@ class PackedDataset:
         targets, masks = {}, {}
         for t in self.tasks:
             a = self.targets[t.id][idx]
+            if t.id in self._unchecked:
+                self._check_values(t, idx, a)
             targets[t.id] = torch.from_numpy(a.astype(np.int64) if t.is_segmentation else a)
             masks[t.id] = torch.from_numpy(self.masks[t.id][idx].astype(np.float32)[:, None])
         return x, targets, masks

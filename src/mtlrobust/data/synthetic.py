@@ -32,14 +32,13 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..files import raise_if_disk_full
+from ..files import make_temp_dir, raise_if_disk_full
 from .taskonomy import SPLIT_CSV_NAME, tag_of
 
 log = logging.getLogger(__name__)
@@ -477,7 +476,7 @@ def synthesize(
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} exists and is not empty; remove it or choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = make_temp_dir(out.parent, f".{out.name}.tmp-")
     try:
         names = building_names(buildings)
         made = set()

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 from PIL import Image
 
+from ..files import read_text
+
 if TYPE_CHECKING:  # the registry imports torch: loaded lazily so that `download` does not need it
     from .. import tasks as T
 
@@ -280,7 +282,8 @@ def read_point_info(root: str | Path, view: View) -> dict:
 def read_split_csv(path: str | Path) -> dict[str, list[str]]:
     """Official split CSV -> {split: buildings}. CR, LF or CRLF line endings; forbidden buildings kept."""
     path = Path(path)
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    text = read_text(path, "split CSV (id,train,val,test)").removeprefix("\ufeff")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if not lines or [c.strip() for c in lines[0].split(",")] != ["id", *SPLITS]:
         raise ValueError(
             f"{path}: expected header 'id,train,val,test', found {lines[0] if lines else 'nothing'!r}"

@@ -243,8 +243,9 @@ def test_supp_tables_renders_the_cells_values(rendered):
     tables.write("supp_tables", spec, _inputs(plan, "supp_tables", paths), out, cells_out)
     table = pd.read_csv(out)
     assert list(table.columns) == ["arch", "block", "main"] + [
-        f"{t}{x}" for t in "sd" for x in ("", "_lo", "_hi", "_n")
+        f"{t}{x}" for t in "sd" for x in tables.GRID_SUFFIXES
     ]
+    assert {"s_rom", "s_median", "s_top_share"} <= set(table.columns)  # the heavy-tail companions
     assert len(table) == 2 * 3 * 2  # archs x blocks x mains
     for t in spec["tables"]:
         for b in t["blocks"]:

@@ -186,11 +186,12 @@ def test_steps_table_computes_vulnerability_and_loss_change_per_step(tmp_path):
     want = [np.mean([(e[t] - e[0]) / e[0] for e in errors]) for t in (1, 2)]
     np.testing.assert_allclose(table["rel_vuln"], want)
     np.testing.assert_allclose(table["loss_change"], [(2.0 - 1.0) / 1.0, (3.0 - 1.0) / 1.0])
-    assert (table["rel_vuln_lo"] <= table["rel_vuln"]).all()
-    assert (table["rel_vuln"] <= table["rel_vuln_hi"]).all()
+    # 3 samples: 3 of the 27 bootstrap draws repeat one sample (se* = 0), more than the 2.5 % tail, so the
+    # studentized interval cannot bound the value and says so (NaN bounds, "-" in the Markdown)
+    assert table["rel_vuln_lo"].isna().all() and table["rel_vuln_hi"].isna().all()
     steps_out.write_table("steps", spec, [path], tmp_path / "steps.csv")
     md = (tmp_path / "steps.md").read_text()
-    assert "| pgd, 2 steps |" in md and "| s model, s attacked | 0.67 [0.50, 1.00] |" in md
+    assert "| pgd, 2 steps |" in md and "| s model, s attacked | 0.667 |" in md  # no bounds: no brackets
     assert steps_out.write_figure("steps", spec, [path], tmp_path / "steps.png")[1].suffix == ".pdf"
 
 

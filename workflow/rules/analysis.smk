@@ -123,5 +123,5 @@ rule theory:
         args=commands.theory(config, PLAN.theory),
         data=data_split_dir,
     shell:
-        "{WARM}python -m mtlrobust theory --checkpoint {input.ckpt:q} --data {params.data:q} {params.args}"
+        "${{MTLROBUST_LAUNCHER:-}} python -m mtlrobust theory --checkpoint {input.ckpt:q} --data {params.data:q} {params.args}"
         " --out {output:q} > {log:q} 2>&1"

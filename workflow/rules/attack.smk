@@ -28,7 +28,7 @@ rule evaluate:
         evaluation=commands.evaluation(config),
         data=data_split_dir,
     shell:
-        "OMP_NUM_THREADS={threads} {WARM}python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
+        "OMP_NUM_THREADS={threads} ${{MTLROBUST_LAUNCHER:-}} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
         " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
         " --out {output:q} > {log:q} 2>&1"
 
@@ -56,6 +56,6 @@ rule evaluate_traced:
         evaluation=commands.evaluation(config),
         data=data_split_dir,
     shell:
-        "OMP_NUM_THREADS={threads} {WARM}python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
+        "OMP_NUM_THREADS={threads} ${{MTLROBUST_LAUNCHER:-}} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
         " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
         " --out {output.csv:q} --steps-out {output.steps:q} > {log:q} 2>&1"

@@ -38,20 +38,16 @@ DATASET = config["dataset"]["name"]
 EVAL_SPLIT = config["evaluation"]["split"]
 
 
-class WarmLauncher:
-    """Shell prefix of the torch commands (train, evaluate, theory): for local runs the warm-start launcher
-    (mtlrobust.warmstart, README "Warm start"), which forks the job from a worker that imported torch once
-    instead of ~3 CPU-s of imports per job; nothing for cluster jobs (their CPUs and memory belong to their
-    allocation) or with MTLROBUST_WARM=0. Decided when a job's command is written: the executor is not
-    known yet while this file is read. A warm job's benchmark: file measures the launcher, not the job.
-    """
-
-    def __format__(self, spec):
-        warm = workflow.local_exec and os.environ.get("MTLROBUST_WARM", "") != "0"
-        return "python -m mtlrobust.warmstart run -- " if warm else ""
-
-
-WARM = WarmLauncher()
+onstart:
+    # Local runs put the warm-start launcher (mtlrobust.warmstart, README "Warm start") in front of the torch
+    # commands (train, evaluate, theory): jobs fork from a worker that imported torch once instead of paying
+    # ~3 CPU-s of imports each. The rules read it from $MTLROBUST_LAUNCHER, set here because only now is the
+    # executor known; cluster jobs never run this hook (their CPUs belong to their allocation), nor do runs
+    # with MTLROBUST_WARM=0 or --no-hooks. A warm job's benchmark: file measures the launcher, not the job.
+    if workflow.local_exec and os.environ.get("MTLROBUST_WARM", "") != "0":
+        os.environ.update(MTLROBUST_LAUNCHER="python -m mtlrobust.warmstart run --")
+    else:  # never carried into a cluster job's environment
+        os.environ.pop("MTLROBUST_LAUNCHER", None)
 
 
 # ------------------------------------------------------------------------------------ data

@@ -31,7 +31,7 @@ rule train:
         training=training_args,
         data=data_root_dir,
     shell:
-        "{WARM}python -m mtlrobust train --data {params.data:q} {params.model} --epochs {wildcards.epoch}"
+        "${{MTLROBUST_LAUNCHER:-}} python -m mtlrobust train --data {params.data:q} {params.model} --epochs {wildcards.epoch}"
         " {params.resume} {params.keep} {params.training} --threads {threads}"
         " --out {output.ckpt:q} --log {output.log:q} > {log:q} 2>&1"
 

@@ -344,7 +344,9 @@ def grid_records(ev: Evaluations, spec: dict) -> list[dict]:
                         "iv": iv, "rom": rom, "median": shape[0], "top_share": shape[1],
                         "fragile": cell is not None and shape[1] > ev.fragile_share,
                         "comparisons": comps})  # fmt: skip
-    _family_wise([c for rec in out for c in rec["comparisons"]], ev.draws.level)
+    comps = [c for rec in out for c in rec["comparisons"]]
+    if comps:  # (no cell found: the caller's check names the missing cells)
+        _family_wise(comps, ev.draws.level)
     return out
 
 

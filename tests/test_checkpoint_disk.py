@@ -14,7 +14,7 @@ import torch
 from test_train import _cfg
 
 from mtlrobust import checkpoint as C
-from mtlrobust import files, plan, study
+from mtlrobust import commands, files, plan, study
 from mtlrobust import train as TR
 from mtlrobust.cli import main as cli_main
 from mtlrobust.models import MultiTaskNet
@@ -57,6 +57,38 @@ def test_resume_state_is_written_only_when_asked_and_must_belong_to_its_weights(
         ValueError, match=r"resume state .*kept/epoch1.resume.pt does not belong to .*weights_sha256"
     ):
         C.load_training_state(kept)
+
+
+def test_float16_weights_halve_the_file_and_resuming_stays_exact(fake_root, tmp_path):
+    """--weights-dtype float16 stores rounded weights for evaluations, while the resume file carries the
+    float32 ones: milestone 1 -> 2 resumed gives the bits of an uninterrupted float32 run, rounded once
+    at the end."""
+    kw = {**KW, "epochs": 2}
+    full = tmp_path / "f32/epoch2.pt"
+    train(_cfg(fake_root, full, **kw))
+    half1, half2 = tmp_path / "f16/epoch1.pt", tmp_path / "f16/epoch2.pt"
+    train(_cfg(fake_root, half1, keep_resume=True, weights_dtype="float16", **KW))
+    train(_cfg(fake_root, half2, resume_from=str(half1), weights_dtype="float16", **kw))
+    want = torch.load(full, weights_only=True)["model"]
+    got = torch.load(half2, weights_only=True)["model"]
+    assert list(got) == list(want)
+    for k, v in want.items():
+        assert got[k].dtype == (torch.float16 if v.is_floating_point() else v.dtype), k
+        assert torch.equal(got[k], v.to(got[k].dtype)), k  # float32 training resumed exactly, rounded once
+    assert half2.stat().st_size < 0.55 * full.stat().st_size
+    model, meta = C.load_model(half2)  # evaluations read it as float32 weights
+    assert meta["epoch"] == 2 and all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(OverflowError, match=r"epoch9.pt: tensor w holds values beyond float16's range"):
+        C.stored_weights(tmp_path / "epoch9.pt", {"w": torch.tensor([1e6])}, "float16")
+
+
+def test_the_study_key_reaches_the_train_command():
+    config = study.load(REPO / "config.yaml").config
+    assert config["training"]["weights_dtype"] == "float16"
+    assert "--weights-dtype float16" in commands.training(config)
+    assert "--weights-dtype" not in commands.training(
+        {**config, "training": {**config["training"], "weights_dtype": "float32"}}
+    )
 
 
 # ---------------------------------------------------------------------------------- non-finite weights

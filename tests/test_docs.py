@@ -65,6 +65,14 @@ def test_readme_job_counts_and_gpu_hours_are_the_plans():
     assert float(m[2]) == round(sum(paper["gpu_hours"].values())), (
         "README's GPU-hours differ from mtlrobust plan"
     )
+    disk = re.search(r"; ([\d.]+) GB: ([\d.]+) GB of float16 checkpoints, ([\d.]+) GB of packed", step)
+    assert disk, f"README's SLURM step 2 should give the paper study's disk estimate: {step}"
+    want = paper["disk_bytes"]
+    assert [float(g) for g in disk.groups()] == [
+        round(v / 1e9, 1) for v in (sum(want.values()), want["checkpoints"], want["packed data"])
+    ], "README's disk estimate differs from mtlrobust plan"
+    small = re.search(r"For the default study it says ([\d.]+) GB", step)
+    assert small and float(small[1]) == round(sum(_plan("config.yaml")["disk_bytes"].values()) / 1e9, 2)
 
 
 def test_the_default_studys_time_is_only_given_in_the_benchmarks():

@@ -1,12 +1,14 @@
 """The checkpoint format written by ``mtlrobust train`` and read by evaluate, theory and resumed trainings.
 
 A checkpoint is a plain dict saved with ``torch.save`` and read with ``weights_only=True`` (no pickled
-code). A milestone's ``epoch{E}.pt`` holds the model weights (float32, as trained), what identifies the
+code). A milestone's ``epoch{E}.pt`` holds the model weights (float32 as trained, or rounded to float16 with
+``train --weights-dtype float16``: half the disk), what identifies the
 model (model_id, arch, decoder, tasks, weighting, weights, seed, resolution, normalization), the training
 settings (``hparams``) and the per-epoch history: all that evaluate and theory read. The state only a later
 milestone needs to continue the run bit for bit (optimizer, scheduler, grad scaler, RNG states: twice the
 weights' size with Adam) goes to a separate ``epoch{E}.resume.pt`` (``resume_path``), written only when asked
-(``train --keep-resume``); the workflow deletes it once the next milestone exists. A killed run's
+(``train --keep-resume``; with float16 weights it also holds the float32 ones, so a resumed run continues
+from exactly the trained weights); the workflow deletes it once the next milestone exists. A killed run's
 ``{out}.partial`` holds both in one file. No checkpoint holds wall-clock time, so the same study and seed
 give the same bytes.
 """
@@ -177,20 +179,43 @@ def save(path, ckpt: Mapping) -> None:
     _write(path, _canonical(dict(ckpt)))
 
 
-def save_milestone(path, ckpt: Mapping, resumable: bool) -> None:
-    """Write a milestone: the weights and meta to ``path``; with ``resumable`` first the optimizer,
-    scheduler and RNG state to ``resume_path(path)``, so weights never stand without the state asked for."""
+def stored_weights(path, state: Mapping, dtype: str = "float32") -> Mapping:
+    """The weights as a milestone stores them: as trained (float32), or every floating-point tensor rounded
+    to float16 (relative error <= 2^-11; refused where a value exceeds float16's range)."""
+    if dtype == "float32":
+        return state
+    if dtype != "float16":
+        raise ValueError(f"weights dtype must be float32 or float16, got {dtype!r}")
+    import torch
+
+    half = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in state.items()}
+    bad = non_finite_tensors(half)
+    if bad:
+        raise OverflowError(
+            f"not writing {path}: tensor {bad[0]} holds values beyond float16's range (65504); "
+            "store float32 weights (train --weights-dtype float32, study key training.weights_dtype)"
+        )
+    return half
+
+
+def save_milestone(path, ckpt: Mapping, resumable: bool, dtype: str = "float32") -> None:
+    """Write a milestone: the weights (``dtype``, see ``stored_weights``) and meta to ``path``; with
+    ``resumable`` first the optimizer, scheduler and RNG state (and float32 weights when those stored are
+    not) to ``resume_path(path)``, so weights never stand without the state asked for."""
     _check_finite(path, ckpt)
+    weights = stored_weights(path, ckpt["model"], dtype)
     if resumable:
         resume = {
             "format": RESUME_FORMAT,
             "model_id": ckpt["model_id"],
             "epoch": ckpt["epoch"],
-            "weights_sha256": weights_digest(ckpt["model"]),
+            "weights_sha256": weights_digest(weights),
+            **({"model": ckpt["model"]} if weights is not ckpt["model"] else {}),
             **{k: ckpt[k] for k in RESUME_KEYS},
         }
         _write(resume_path(path), _canonical(resume))
-    _write(path, _canonical({k: v for k, v in ckpt.items() if k not in STATE_KEYS or k == "model"}))
+    meta = {k: v for k, v in ckpt.items() if k not in STATE_KEYS}
+    _write(path, _canonical({**meta, "model": weights}))
 
 
 def load_checkpoint(path, expect=None, map_location="cpu") -> dict:
@@ -250,7 +275,8 @@ def load_training_state(path, check=None, map_location="cpu") -> dict:
             f"resume state {rp} does not belong to checkpoint {path} (they differ in {', '.join(bad)}); "
             "retrain that milestone"
         )
-    return {**ckpt, **{k: state[k] for k in RESUME_KEYS}}
+    full = [k for k in ("model", *RESUME_KEYS) if k in state]  # "model": float32 beside float16 weights
+    return {**ckpt, **{k: state[k] for k in full}}
 
 
 def checkpoint_meta(ckpt: Mapping) -> dict:

@@ -66,10 +66,10 @@ def schedule(config: dict, arch: str) -> dict:
 
 
 def training(config: dict, arch: str | None = None) -> str:
-    """Training settings that change the trained weights (threads and the milestone list do not).
+    """Training settings that change the stored weights (threads and the milestone list do not).
 
-    Defaults of keys added later (optimizer adam, loss_reduction valid) are left out, so the command of a
-    study that does not set them is unchanged and its trained models stay current."""
+    Defaults of keys added later (optimizer adam, loss_reduction valid, weights_dtype float32) are left out,
+    so the command of a study that does not set them is unchanged and its trained models stay current."""
     t = schedule(config, arch) if arch else config["training"]
     sgd = t.get("optimizer", "adam") == "sgd"
     reduction = t.get("loss_reduction", "valid")
@@ -79,7 +79,8 @@ def training(config: dict, arch: str | None = None) -> str:
                  ("--loss-reduction", reduction if reduction != "valid" else None),
                  ("--val-limit", t["val_limit"]), ("--hflip", t["hflip"]), ("--amp", t["amp"]),
                  ("--reference-init", t["reference_init"]), ("--decoder", config["model"]["decoder"]),
-                 ("--bn-recalibrate", t["bn_recalibrate"] or None), ("--device", t["device"]))  # fmt: skip
+                 ("--bn-recalibrate", t["bn_recalibrate"] or None), ("--device", t["device"]),
+                 ("--weights-dtype", "float16" if t.get("weights_dtype") == "float16" else None))  # fmt: skip
 
 
 def attacked(subsets) -> str:

@@ -16,10 +16,11 @@ inputs use a GPU less well, so at 32-64 px this is a lower bound). The built-in 
 measurement: the supplementary's per-image inference cost (Table 1, "Cost", FLOPs) x 3 for a training step, at
 an assumed effective 25 TFLOP/s (an A100-class GPU in fp32/TF32).
 
-The disk estimate adds what a finished study keeps: one float32 weights checkpoint per model and milestone
-(parameter counts of the models built on torch's meta device, no memory used), the evaluation CSVs (rows x
-~250 bytes) and the packed arrays. The optimizer state a milestone resumes from (twice the weights with
-Adam) is temporary and not counted, nor are the raw data (Taskonomy's archives) or logs.
+The disk estimate adds what a finished study keeps: one weights checkpoint per model and milestone (float32,
+or float16 with ``training.weights_dtype``; parameter counts of the models built on torch's meta device, no
+memory used), the evaluation CSVs (rows x ~250 bytes) and the packed arrays. The optimizer state a
+milestone resumes from (twice the weights with Adam) is temporary and not counted, nor are the raw data
+(Taskonomy's archives) or logs.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def weights_bytes(plan: study.Plan) -> dict[str, int]:
 
     from .models import MultiTaskNet
 
+    half = plan.config["training"].get("weights_dtype") == "float16"
     parts: dict[str, dict[str, int]] = {}  # arch -> state-dict prefix -> bytes
     for arch in sorted({m.arch for m in plan.models.values()}):
         tasks = sorted({t for m in plan.models.values() if m.arch == arch for t in m.tasks})
@@ -170,7 +172,7 @@ def weights_bytes(plan: study.Plan) -> dict[str, int]:
         sizes: Counter = Counter()
         for k, v in net.state_dict().items():
             head = k.split(".")[:2] if k.startswith("decoders.") else k.split(".")[:1]
-            sizes[".".join(head)] += v.numel() * v.element_size()
+            sizes[".".join(head)] += v.numel() * (2 if half and v.is_floating_point() else v.element_size())
         parts[arch] = dict(sizes)
     out = {}
     for model_id, m in plan.models.items():
@@ -262,8 +264,8 @@ def report(
         lines += ["", f"Disk, what the finished study keeps: {_size(sum(disk.values()))}"]
         lines += [f"  {k:<14}{_size(v):>10}" for k, v in disk.items()]
         lines += [
-            "Checkpoints hold float32 weights only; a milestone's optimizer state (2x its weights with",
-            "Adam) lives until the next milestone exists. Not counted: raw data, logs.",
+            "Checkpoints hold weights only (in training.weights_dtype); a milestone's optimizer state",
+            "(2x its weights with Adam) lives until the next milestone exists. Not counted: raw data, logs.",
         ]
     return "\n".join(lines)
 

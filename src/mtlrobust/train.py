@@ -143,6 +143,12 @@ class TrainConfig:
         "to --out with .resume.pt (twice the weights' size with Adam)",
         False,
     )
+    weights_dtype: str = _opt(
+        "how --out stores the weights evaluations read: float32 (as trained) or float16 (half the disk, "
+        "rounded; --keep-resume keeps float32 ones for the next milestone)",
+        "float32",
+        choices=("float32", "float16"),
+    )
     log: str | None = _opt("per-epoch CSV (default: --out with .csv)", None)
     batch_size: int = _opt("training batch size (>= 2: BatchNorm needs two samples)", 32, type=int)
     optimizer: str = _opt("adam (the authors' code) or sgd (the supplementary)", "adam", choices=OPTIMIZERS)
@@ -713,7 +719,7 @@ def train(cfg: TrainConfig) -> dict:
             save(partial, st.partial(job, 0, {}))
             last_save = time.monotonic()
     final = st.checkpoint(job, 0, {}, True)
-    save_milestone(out, final, cfg.keep_resume)
+    save_milestone(out, final, cfg.keep_resume, cfg.weights_dtype)
     _write_log(log_path, st.history, st.times)  # after the checkpoint: a log never stands without it
     partial.unlink(missing_ok=True)
     return checkpoint_meta(final)

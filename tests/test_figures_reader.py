@@ -114,6 +114,25 @@ def test_sweep_with_three_auxiliary_tasks_draws_boxes(tmp_path):
     assert len(panels) == 4 and all(_boxes(ax) == 2 * 2 for ax in panels)  # kinds x budgets
 
 
+def test_a_heavy_tailed_interval_switches_the_panel_to_symlog():
+    """An interval reaching 70 over points below 3 would flatten every point onto 0 on a linear axis."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    def panel(hi):
+        g = pd.DataFrame({"rel_vuln": [0.1, 2.0], "rel_vuln_lo": [0.0, 0.3], "rel_vuln_hi": [1.0, hi],
+                          "single_task_rel_vuln": [0.2, 3.0], "single_task_rel_vuln_lo": [-0.05, 0.4],
+                          "single_task_rel_vuln_hi": [0.9, 5.0]})  # fmt: skip
+        fig, ax = plt.subplots()
+        suffix = figures._long_whiskers(ax, g)
+        scale, bottom = ax.get_yscale(), ax.get_ylim()[0]
+        plt.close(fig)
+        return suffix, scale, bottom
+
+    assert panel(70.0) == (" (symlog)", "symlog", -0.05)
+    assert panel(29.0)[:2] == ("", "linear")  # within 10x of the largest point (3.0): stays linear
+
+
 def test_help_is_plain_text(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])

@@ -175,6 +175,20 @@ def figure1(ev: TB.Evaluations, spec: dict):
 
 
 # ------------------------------------------------------------------------------------------ RQ1 sweeps
+def _long_whiskers(ax, g) -> str:
+    """Switch ``ax`` to a symlog scale when an interval reaches 10x past every point (a heavy-tailed cell):
+    on a linear scale those points would sit flat on 0. Returns the axis-label suffix that says so."""
+    cols = ("rel_vuln", "single_task_rel_vuln")
+    points = np.abs(g[list(cols)].to_numpy(np.float64))
+    top = np.nanmax(points, initial=0.0)
+    if not np.nanmax(g[[f"{c}_hi" for c in cols]].to_numpy(np.float64), initial=0.0) > 10 * top > 0:
+        return ""
+    low = np.nanmin(g[[f"{c}_lo" for c in cols]].to_numpy(np.float64), initial=0.0)
+    ax.set_yscale("symlog", linthresh=top / 10)  # linear up to a tenth of the largest point, log above
+    ax.set_ylim(bottom=min(0.0, low))
+    return " (symlog)"
+
+
 def sweep_figure(ev: TB.Evaluations, spec: dict):
     from .. import tasks as T
 
@@ -231,7 +245,7 @@ def sweep_figure(ev: TB.Evaluations, spec: dict):
         ax.set_xlim(-0.6, len(values) - 0.4)
         ax.set_title(f"main task {m} ({T.get(m).name})")
         ax.set_xlabel(readable(spec["axis"]))
-        ax.set_ylabel("relative vulnerability")  # of the panel's main task (its title)
+        ax.set_ylabel(f"relative vulnerability{_long_whiskers(ax, g)}")  # of the panel's main task
         ax.grid(axis="y", alpha=0.3)
     for k in range(len(mains), nrows * ncols):
         axes[k // ncols][k % ncols].axis("off")

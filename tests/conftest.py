@@ -28,6 +28,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one CPU thread for a test (byte-repeatable results, no oversubscription), restored after."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def synthetic_params():
     """The synthesize() arguments of ``synthetic_raw`` (buildings, points, views, resolution, seed)."""

@@ -24,12 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 KW = dict(tasks=["depth_z"], epochs=1, batch_size=2, checkpoint_every=0, val_limit=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _train_argv(root, out, *extra):

@@ -15,13 +15,7 @@ from test_train import write_fake_split
 from mtlrobust import cli
 from mtlrobust.evaluate import write_csv as write_eval_csv
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fails(capsys, stage: str, *argv, match: str) -> str:

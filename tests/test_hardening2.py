@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from test_cli_errors import _eval_rows
 
 from mtlrobust import cli
@@ -32,12 +31,7 @@ CONFIG = str(Path(__file__).resolve().parents[1] / "config.yaml")
 PGD = json.dumps({"name": "pgd", "method": "pgd", "norm": "linf", "eps": 8 / 255, "steps": 1})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ from mtlrobust.models import MultiTaskNet, count_parameters
 ALL = [t.id for t in T.TASKS]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Supplementary Table 1 ("Size", 2-task models). ResNets: exact to the table's 2 decimals for d+n

@@ -28,12 +28,7 @@ from mtlrobust.train import TrainConfig, epoch_batches, hflip_batch, train, vali
 TASKS = ["seg", "depth_z", "normal"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_fake_split(split_dir: Path, task_ids, n: int, res: int = 32, seed: int = 0) -> Path:

@@ -218,20 +218,29 @@ def save_milestone(path, ckpt: Mapping, resumable: bool, dtype: str = "float32")
     _write(path, _canonical({**meta, "model": weights}))
 
 
+def _read(path: Path, fmt: str, kind: str, map_location) -> dict:
+    """A dict saved by this module (``torch.load`` without pickled code) whose "format" is ``fmt``; a
+    corrupt file or another format is a ValueError naming ``path`` and ``kind`` (checkpoint, resume file)."""
+    import torch
+
+    what = "checkpoint" if kind == "checkpoint" else "resume state"
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt/truncated files raise many types
+        raise ValueError(f"{what} {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        got = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise ValueError(f"{path} is not an mtlrobust {kind} (format {got!r}, expected {fmt!r})")
+    return obj
+
+
 def load_checkpoint(path, expect=None, map_location="cpu") -> dict:
     """Read a training checkpoint (full state) and check it against ``expect`` (see ``check_expect``)."""
-    import torch
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - corrupt/truncated files raise many types
-        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path} is not an mtlrobust checkpoint (format {got!r}, expected {FORMAT!r})")
+    ckpt = _read(path, FORMAT, "checkpoint", map_location)
     bad = non_finite_tensors(ckpt.get("model") or {})
     if bad:
         more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
@@ -247,7 +256,6 @@ def load_training_state(path, check=None, map_location="cpu") -> dict:
     """A milestone's full training state: its weights file plus ``resume_path(path)`` (or a checkpoint that
     holds both, as a .partial or a checkpoint written before the split did). ``check(ckpt, path)`` runs on
     the weights file before the resume file is read, so a settings mismatch is reported as such."""
-    import torch
 
     ckpt = load_checkpoint(path, map_location=map_location)
     if check is not None:
@@ -260,13 +268,7 @@ def load_training_state(path, check=None, map_location="cpu") -> dict:
             f"cannot resume from {path}: its optimizer/scheduler/RNG state {rp} does not exist (train "
             "writes it with --keep-resume; the workflow deletes it once no later milestone needs it)"
         )
-    try:
-        state = torch.load(rp, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - corrupt/truncated files raise many types
-        raise ValueError(f"resume state {rp} is corrupt or unreadable ({type(e).__name__}: {e})") from e
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        got = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"{rp} is not an mtlrobust resume file (format {got!r}, expected {RESUME_FORMAT!r})")
+    state = _read(rp, RESUME_FORMAT, "resume file", map_location)
     want = {"model_id": ckpt["model_id"], "epoch": ckpt["epoch"]}
     want["weights_sha256"] = weights_digest(ckpt["model"])
     bad = [k for k, v in want.items() if state.get(k) != v]

@@ -1,8 +1,9 @@
 """Snakemake script of rule check_models: did every trained model beat its trivial predictor?
 
 Reads the training CSV log written next to each checkpoint (last row = the checkpoint's epoch) and writes one
-row per (model, epoch, task) with the validation error, the trivial predictor's error and ``beats_trivial``
-(``mtlrobust.baseline.compare_last_epoch``). A model that does not beat it is flagged here and in the log,
+row per (model, epoch, task) with the validation error, the trivial predictor's error, ``beats_trivial``
+(``mtlrobust.baseline.compare_last_epoch``) and ``split``: the views the error was measured on (``val``, or
+``val=test`` under the paper's point split, whose val views are the test views). A model that does not beat it is flagged here and in the log,
 not failed: its vulnerability is still reported, but should not be interpreted.
 """
 
@@ -15,18 +16,18 @@ from mtlrobust.baseline import compare_last_epoch
 from mtlrobust.files import write_frame
 
 
-def summarize(log_csv: str) -> pd.DataFrame:
-    """One row per task of the log's last epoch."""
+def summarize(log_csv: str, split: str = "val") -> pd.DataFrame:
+    """One row per task of the log's last epoch; ``split`` names the views its error was measured on."""
     model_id = os.path.basename(os.path.dirname(log_csv))
     try:
         rows = compare_last_epoch(pd.read_csv(log_csv))
     except (ValueError, pd.errors.EmptyDataError) as e:
         raise ValueError(f"{log_csv}: {e}") from None
-    return pd.DataFrame([{"model_id": model_id, **r} for r in rows])
+    return pd.DataFrame([{"model_id": model_id, **r, "split": split} for r in rows])
 
 
-def main(logs: list[str], out: str) -> None:
-    table = pd.concat([summarize(p) for p in logs], ignore_index=True)
+def main(logs: list[str], out: str, split: str = "val") -> None:
+    table = pd.concat([summarize(p, split) for p in logs], ignore_index=True)
     write_frame(out, table)
     bad = table[~table["beats_trivial"]]
     for r in bad.itertuples():
@@ -37,4 +38,4 @@ def main(logs: list[str], out: str) -> None:
 
 if "snakemake" in globals():
     sys.stderr = open(snakemake.log[0], "w")  # noqa: F821
-    main(list(snakemake.input), snakemake.output[0])  # noqa: F821
+    main(list(snakemake.input), snakemake.output[0], snakemake.params.split)  # noqa: F821

@@ -395,7 +395,9 @@ def test_figure1_data_and_files_are_deterministic(planned, tmp_path):
     assert first == [ev.value(c, "adv_vulnerability") for c in spec["panels"][0]["cells"]]  # unchanged values
     cells = TB.bar_cells("figure1", t, marginals)
     dom = cells[cells["stat"] == "dominance"].set_index("order")
-    assert dom.loc["sdD", "value"] == pytest.approx(max(np.diff(first, prepend=0.0)) / first[-1])
+    steps = np.diff(first)  # the steps after the first task
+    assert dom.loc["sdD", "value"] == pytest.approx(steps.max() / np.abs(steps).sum())
+    assert dom.loc["sdD", "step"] == 2 + int(np.argmax(steps))
     outs = []
     for k in range(2):
         png = tmp_path / f"run{k}" / "figure1.png"

@@ -52,8 +52,20 @@ T1 = {"attack": "pgd", "method": "pgd", "norm": "linf", "kind": "single"}
 def test_rq1_not_reliably_less_vulnerable(dirs, expected):
     rows = pair_rows("table1", dirs, weighting="uniform", vs="single_task", **T1)
     v, t = verdicts(rows)
-    assert v["rq1_not_reliably_less_vulnerable"] == expected
-    assert t.loc["rq1_not_reliably_less_vulnerable", "n"] == 4
+    assert v["rq1_not_reliably_less_vulnerable:single"] == expected
+    assert t.loc["rq1_not_reliably_less_vulnerable:single", "n"] == 4
+
+
+def test_rq1_gives_one_verdict_per_attack_kind_not_pooled():
+    # single-task attacks: every multi-task model surely less vulnerable (the claim fails); multi-task
+    # attacks: one surely more vulnerable (the claim holds). Pooled, 7 of 8 "less" would read unresolved.
+    rows = pair_rows("table1", ["down"] * 4, weighting="uniform", vs="single_task", **T1)
+    rows += pair_rows("table1", ["down", "down", "down", "up"], weighting="uniform", vs="single_task",
+                      **{**T1, "kind": "multi"})  # fmt: skip
+    v, t = verdicts(rows)
+    assert v["rq1_not_reliably_less_vulnerable:single"] == "contradicted"
+    assert v["rq1_not_reliably_less_vulnerable:multi"] == "supported"
+    assert t.loc["rq1_not_reliably_less_vulnerable:multi", "n"] == 4
 
 
 def test_rq1_uses_only_linf_uniform_off_diagonal_pairs():
@@ -67,8 +79,8 @@ def test_rq1_uses_only_linf_uniform_off_diagonal_pairs():
         cell("table1", "up", main="s", aux="d", weighting="paper", vs="uniform", **T1),
     ]
     v, t = verdicts(rows + noise)
-    assert v["rq1_not_reliably_less_vulnerable"] == "contradicted"
-    assert t.loc["rq1_not_reliably_less_vulnerable", "n"] == 4
+    assert v["rq1_not_reliably_less_vulnerable:single"] == "contradicted"
+    assert t.loc["rq1_not_reliably_less_vulnerable:single", "n"] == 4
 
 
 # ------------------------------------------------------------------------------ weights under PGD
@@ -105,9 +117,40 @@ def test_adaptive_attacks_stronger_than_pgd(attack, dirs, expected):
     # the single-task model: WGD is PGD there (diff exactly 0), so it must not count for WGD
     diag = cell("table2", (0.0, 0.0, 0.0), attack=attack, method=attack, main="s", aux="s", vs="pgd")
     v, t = verdicts(rows + ([diag] if attack == "wgd" else []))
-    assert v[f"rq3_stronger_than_pgd:{attack}"] == expected
-    assert t.loc[f"rq3_stronger_than_pgd:{attack}", "n"] == 4
+    assert v[f"rq3_stronger_than_pgd_main_error:{attack}"] == expected
+    assert t.loc[f"rq3_stronger_than_pgd_main_error:{attack}", "n"] == 4
     assert "rq3_stronger_than_pgd:pgd" not in v
+    assert t.loc[f"rq3_stronger_than_pgd:{attack}", "n"] == 0  # no attacked-objective columns given
+
+
+def test_stronger_than_pgd_is_judged_on_the_attacked_objective_and_counts_a_single_task_cell_once():
+    # the main task's error says "stronger" everywhere, the attacked objective in 3 of 5 cells (one lower)
+    obj = [(1.0, 0.5, 1.5), (1.0, 0.5, 1.5), (-1.0, -1.5, -0.5), (1.0, 0.5, 1.5)]
+    rows = [dict(r, obj_diff=o[0], obj_diff_lo=o[1], obj_diff_hi=o[2]) for r, o in zip(
+        pair_rows("table2", ["up"] * 4, attack="apgd", method="apgd", weighting="uniform", vs="pgd"), obj,
+        strict=True)]  # fmt: skip
+    # the single-task model s appears in both weighting columns of the grid: one cell, counted once
+    diag = dict(
+        obj_diff=1.0, obj_diff_lo=0.5, obj_diff_hi=1.5, attack="apgd", method="apgd", main="s", aux="s"
+    )
+    rows += [cell("table2", "up", weighting=w, vs="pgd", **diag) for w in ("uniform", "paper")]
+    v, t = verdicts(rows)
+    assert t.loc["rq3_stronger_than_pgd_main_error:apgd", "n"] == 5
+    assert v["rq3_stronger_than_pgd_main_error:apgd"] == "supported"
+    assert t.loc["rq3_stronger_than_pgd:apgd", "n"] == 5
+    assert t.loc["rq3_stronger_than_pgd:apgd", "value"] == pytest.approx(0.8)
+    assert v["rq3_stronger_than_pgd:apgd"] == "contradicted"  # 4 of 5 < 0.9, the fifth surely lower
+    assert "objective" in t.loc["rq3_stronger_than_pgd:apgd", "paper"]
+
+
+def test_wgd_claims_name_the_variant_they_ran():
+    rows = pair_rows("table2", ["up"] * 4, attack="wgd_paper", method="wgd", weighting="uniform", vs="pgd",
+                     variant="paper")  # fmt: skip
+    rows += pair_rows("table2", ["up"] * 4, attack="wgd", method="wgd", weighting="uniform", vs="pgd",
+                      variant="balanced")  # fmt: skip
+    _, t = verdicts(rows)
+    assert "wgd_paper (WGD, paper variant)" in t.loc["rq3_stronger_than_pgd:wgd_paper", "paper"]
+    assert "wgd (WGD, balanced variant)" in t.loc["rq3_stronger_than_pgd:wgd", "paper"]
 
 
 def _negated(diffs):
@@ -168,11 +211,27 @@ def test_each_proxy_correlates_with_its_target(r, expected):
 
 
 @pytest.mark.parametrize(
+    "r, expected",
+    [((0.94, 0.85, 0.98), "supported"), ((0.6, 0.4, 0.75), "contradicted"), ((0.9, 0.7, 0.97), "unresolved")],
+)
+def test_very_strong_correlation_has_its_own_threshold(r, expected):
+    setting = "resnet18 at epoch 3 vs resnet18 at epoch 8"
+    rows = [cell("table3", proxy=p, value=r[0], lo=r[1], hi=r[2], n=20, setting=setting)
+            for p in ("epochs", "arch", "clean")]  # fmt: skip
+    v, t = verdicts(rows)
+    assert v["rq4_proxy_very_strong:arch"] == v["rq4_proxy_very_strong:clean"] == expected
+    assert "rq4_proxy_very_strong:epochs" not in v  # the paper calls early stopping's 0.55 "medium"
+    assert v["rq4_proxy:arch"] == "supported"  # r >= 0.3 in every case
+    # the claim text names the study's own epochs, not the paper's 50 vs 150
+    assert "epoch 3 vs resnet18 at epoch 8" in t.loc["rq4_proxy:epochs", "paper"]
+
+
+@pytest.mark.parametrize(
     "shares, expected",
-    [
-        ([(0.8, 0.6, 0.95), (0.7, 0.55, 0.9)], "supported"),
-        ([(0.8, 0.6, 0.95), (0.3, 0.2, 0.45)], "contradicted"),
-        ([(0.8, 0.6, 0.95), (0.55, 0.4, 0.7)], "unresolved"),
+    [  # "in some orders" (the paper: 2 of its 4 cases): a share of orders of at least 0.5
+        ([(0.8, 0.6, 0.95), (0.3, 0.2, 0.45)], "supported"),
+        ([(0.3, 0.2, 0.45), (0.2, 0.1, 0.4)], "contradicted"),
+        ([(0.55, 0.4, 0.7), (0.3, 0.2, 0.45)], "unresolved"),
     ],
 )
 def test_one_task_dominates_the_marginal_vulnerability(shares, expected):
@@ -184,14 +243,15 @@ def test_one_task_dominates_the_marginal_vulnerability(shares, expected):
     v, t = verdicts(rows)
     assert v["rq2_one_task_dominates"] == expected
     assert t.loc["rq2_one_task_dominates", "n"] == 2
-    assert "sdDnE: +s" in t.loc["rq2_one_task_dominates", "detail"]
+    assert "dDnEs: +s" in t.loc["rq2_same_task_dominates", "detail"]
 
 
 def test_claims_without_cells_are_unresolved_with_n_zero():
     v, t = verdicts([cell("table3", proxy="clean", value=0.9, lo=0.8, hi=0.95, n=10)])
     assert v["rq4_proxy:clean"] == "supported"
-    for cid in ("rq1_not_reliably_less_vulnerable", "rq3_weights_lower_pgd", "rq2_one_task_dominates",
-                "rq4_proxy:arch"):  # fmt: skip
+    for cid in ("rq1_not_reliably_less_vulnerable:single", "rq3_weights_lower_pgd", "rq2_one_task_dominates",
+                "rq4_proxy:arch", "rq1_l2_confirms_mao", "rq1_eps_not_reliable:multi",
+                "rq1_deep_more_vulnerable", "rq2_adding_tasks_increases", "rq2_theorem4_bound"):  # fmt: skip
         assert v[cid] == "unresolved" and t.loc[cid, "n"] == 0
 
 

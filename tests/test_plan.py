@@ -30,7 +30,9 @@ def test_training_resumes_and_evaluations_charge_each_subset_and_step():
     jobs = plan.jobs(p)
     trains = [j for j in jobs if j["rule"] == "train"]
     # milestones 1 and 2: models needed at both train 1 + 1 epochs, models needed only at 2 train 2
-    assert sorted(j["epochs"] for j in trains) == [1, 1, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert sorted(j["epochs"] for j in trains) == [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]
+    # table_at's two adversarially trained models (2-step PGD, share 1) count 3 standard epochs per epoch
+    assert sorted(j["factor"] for j in trains) == [1.0] * 10 + [3.0] * 2
     apgd = [j for j in jobs if j["rule"] == "evaluate" and j["passes"] == 2 + 2]
     assert len(apgd) > 0  # steps: 2 in the test study
     p.attacks["apgd"] = {"name": "apgd", "method": "apgd", "eps": 0.03}  # no steps: apgd's own 100

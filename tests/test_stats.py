@@ -145,9 +145,11 @@ def test_fisher_interval_of_r_over_cells():
 
 
 def test_dominance_share_and_figure1_bars_equal_definition_1():
-    assert S.dominance_share([1.0, 1.1, 3.0, 3.1]) == pytest.approx(1.9 / 3.1)
-    assert S.dominance_share([1.0, 2.0, 3.0, 4.0]) == pytest.approx(0.25)
-    assert math.isnan(S.dominance_share([0.0, 0.0]))
+    # only the steps that add a task count: the first bar (the first task alone) is not a step
+    assert S.dominance_share([1.0, 1.1, 3.0, 3.1]) == pytest.approx(1.9 / 2.1)
+    assert S.dominance_share([1.0, 2.0, 3.0, 4.0]) == pytest.approx(1 / 3)
+    assert S.dominance_share([5.0, 5.1, 5.2]) == pytest.approx(0.5)  # a large first bar does not dominate
+    assert math.isnan(S.dominance_share([0.0, 0.0])) and math.isnan(S.dominance_share([3.0]))
     rng = np.random.default_rng(3)
     n = 150
     clean = {t: rng.uniform(0, 1, n) for t in "abc"}

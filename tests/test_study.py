@@ -11,7 +11,7 @@ from snakemake_interface_common.exceptions import WorkflowError
 
 from mtlrobust import attacks, commands, ids, models, study
 from mtlrobust import tasks as T
-from mtlrobust.analysis import figures, steps, supplementary, tables
+from mtlrobust.analysis import figures, steps, supplementary, table_at, tables
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load(study.SCHEMA.read_text())
@@ -113,11 +113,12 @@ MISTAKES = [
     ("batch-size-1", {"training": {"batch_size": 1}}, "training.batch_size", "minimum"),
     ("resolution-40", {"model": {"resolution": 40}}, "model.resolution", "multiple of 32"),
     ("resolution-16", {"model": {"resolution": 16}}, "model.resolution", "minimum"),
-    ("threshold-empties-held-out", {"dataset": {"split_point_threshold": 8}}, "dataset.split_point_threshold",
-     "val and test empty"),
+    ("threshold-empties-held-out", {"dataset": {"split_point_threshold": 10}},
+     "dataset.split_point_threshold", "val and test empty"),
     ("threshold-1-view-train", {"dataset": {"split_point_threshold": 1, "synthetic": {"views": 1}}},
      "dataset.split_point_threshold", "train split gets 1 view"),
-    ("building-split-empty", {"dataset": {"split_point_threshold": None, "synthetic": {"buildings": 2},
+    ("building-split-empty", {"dataset": {"split_point_threshold": None, "split_point_val": None,
+                                          "synthetic": {"buildings": 2},
                                           "buildings": ["alder"]}},
      "dataset.buildings", "val split gets no views"),
     ("unknown-synthetic-building", {"dataset": {"buildings": ["zelkova"]}}, "dataset.buildings", "'zelkova'"),
@@ -214,7 +215,7 @@ def command_lines(plan):
     c = plan.config
     out = [commands.synthesize(c), commands.prepare(c, plan.tasks), commands.download(c, plan.tasks),
            commands.training(c), commands.evaluation(c), commands.theory(c, plan.theory)]  # fmt: skip
-    out += [commands.model(m) for _, m in sorted(plan.models.items())]
+    out += [commands.model(m, plan.adversarial) for _, m in sorted(plan.models.items())]
     out += [(k, commands.attacked(v)) for k, v in sorted(plan.evals.items())]
     out += [plan.attack_json(a) for a in sorted(plan.attacks)]
     return out + [(n, o.spec_json, o.evals) for n, o in plan.outputs.items()]
@@ -238,6 +239,9 @@ def test_every_output_has_a_schema_section_and_a_renderer():
         layout = out.spec["layout"]
         if layout in supplementary.TABLES:  # a table with its own writer (of the evaluation files)
             assert out.renders == ("table",) and callable(supplementary.TABLES[layout])
+            continue
+        if layout in table_at.TABLES:  # its own writer, reading the per-step sidecars too
+            assert out.renders == ("table",) and out.traced and callable(table_at.TABLES[layout])
             continue
         if layout in steps.TABLES:  # reads the per-step sidecars too (out.traced)
             assert out.traced and callable(steps.TABLES[layout]) and callable(steps.FIGURES[layout])
@@ -277,7 +281,7 @@ def enums(node, path=()):
 
 def test_schema_enums_match_the_code():
     weightings = [(p, v) for p, v in enums(SCHEMA) if any(k.startswith("weighting") for k in p)]
-    assert len(weightings) == 4  # top-level weightings, table1, table2, table3
+    assert len(weightings) == 5  # top-level weightings, table1, table2, table3, table_at
     for path, values in weightings:
         assert tuple(values) == T.WEIGHTINGS, path
     assert SCHEMA["$defs"]["arch"]["enum"] == list(ids.ARCHS)

@@ -51,6 +51,10 @@ def laughs(levels: int = 9, mapping: bool = False) -> str:
     return "\n".join(rows) + "\n"
 
 
+# test.yaml without split_point_val, its line kept (as a comment) so that the line numbers stay
+NO_VAL = swap("split_point_val: 8", "# split_point_val: 8")[0]
+
+
 def below(text_line: tuple[str, int]) -> tuple[str, int]:
     """A swap whose new text spans two lines, naming the second."""
     return text_line[0], text_line[1] + 1
@@ -78,7 +82,7 @@ CASES = [
     ("duplicate-nested-key", *below(swap("  epochs: 2", "  epochs: 2\n  epochs: 3")),
      ["duplicate key training.epochs", "first at line 20"]),
     ("duplicate-attack", *swap("  apgd: {method", "  pgd: {method"), ["duplicate key attacks.pgd"]),
-    ("duplicate-flow-key", *swap("{buildings: 1, points: 8", "{buildings: 1, buildings: 8"),
+    ("duplicate-flow-key", *swap("{buildings: 1, points: 10", "{buildings: 1, buildings: 10"),
      ["duplicate key dataset.synthetic.buildings"]),
     ("non-utf8-comment", b"# caf\xe9\n" + BASE.encode(), 1, ["byte 0xe9 at offset 5", "not UTF-8"]),
     ("non-utf8-value", BASE.encode().replace(b"name: synthetic_test", b"name: \xff"), 5,
@@ -88,7 +92,7 @@ CASES = [
     ("unclosed-flow-list", swap("tasks: [s, d]", "tasks: [s, d")[0], 15,
      ["YAML syntax error", "flow sequence at line 14"]),
     ("unclosed-quote", swap("eps: 0.5,", "eps: '0.5,")[0], END + 1,
-     ["YAML syntax error", "quoted scalar at line 29"]),
+     ["YAML syntax error", f"quoted scalar at line {swap('eps: 0.5,', '')[1]}"]),
     ("bad-indentation", *swap("  batch_size: 8", "   batch_size: 8"), ["YAML syntax error"]),
     ("tab-indentation", *swap("  batch_size: 8", "\tbatch_size: 8"), ["YAML syntax error"]),
     ("mapping-in-a-value", *swap("  lr: 0.001", "  lr: 0.001: 2"), ["YAML syntax error"]),
@@ -138,7 +142,7 @@ CASES = [
     ("restarts-huge", *swap("apgd: {method: apgd, norm: linf, eps: 8/255, steps: 2}",
                             "apgd: {method: apgd, norm: linf, eps: 8/255, steps: 2, restarts: 5000}"),
      ["attacks.apgd.restarts", "maximum of 100"]),
-    ("synthetic-points-huge", *swap("points: 8", "points: 1000000000"),
+    ("synthetic-points-huge", *swap("points: 10", "points: 1000000000"),
      ["dataset.synthetic.points", "maximum"]),
     ("synthetic-resolution-huge", *swap("resolution: 32, seed", "resolution: 65536, seed"),
      ["dataset.synthetic.resolution", "maximum of 1024"]),
@@ -171,9 +175,7 @@ CASES = [
     ("lr-negative", *swap("  lr: 0.001", "  lr: -0.1"), ["config key training.lr"]),
     ("dataset-name-date", *swap("name: synthetic_test", "name: 2020-01-01"), ["config key dataset.name"]),
     ("dataset-name-int", *swap("name: synthetic_test", "name: 12"), ["config key dataset.name"]),
-    ("attacks-as-list", BASE.replace("attacks:\n  pgd:", "attacks:\n  - pgd:").replace(
-        "\n  pgd_l2:", "\n  - pgd_l2:").replace("\n  pgd_eps16:", "\n  - pgd_eps16:").replace(
-        "\n  apgd:", "\n  - apgd:").replace("\n  wgd:", "\n  - wgd:"), key_line("attacks"),
+    ("attacks-as-list", re.sub(r"(?m)^  (\w+: \{method)", r"  - \1", BASE), key_line("attacks"),
      ["config key attacks"]),
     ("attack-without-method", *swap("apgd: {method: apgd, norm: linf,", "apgd: {norm: linf,"),
      ["config key attacks.apgd", "'method' is a required property"]),
@@ -188,26 +190,33 @@ CASES = [
      ["config key study.table1.mains", "'n'"]),
     ("epoch-not-a-milestone", *swap("rq1_epochs: {epochs: [1, 2]}", "rq1_epochs: {epochs: [1, 3]}"),
      ["config key study.rq1_epochs.epochs", "epoch 3"]),
-    ("unknown-attack-name", *swap("table2: {mains: [s], attacks: [apgd, wgd]}",
+    ("unknown-attack-name", *swap("table2: {mains: [s], attacks: [apgd, wgd, wgd_paper]}",
                                   "table2: {mains: [s], attacks: [apgd, cw]}"),
      ["config key study.table2.attacks", "'cw'"]),
     ("eps-zero", *swap("eps: 0.5,", "eps: 0,"), ["config key attacks.pgd_l2.eps"]),
-    ("eps-above-one", *swap("eps: 0.5,", "eps: 3,"), ["config key attacks.pgd_l2.eps", "<= 1"]),
+    ("eps-above-one", *swap("pgd: {method: pgd, norm: linf, eps: 8/255,", "pgd: {method: pgd, eps: 3,"),
+     ["config key attacks.pgd.eps", "<= 1"]),
+    ("l2-eps-not-budget-matched", *swap("l2_matched: pgd_l2_matched}", "l2_matched: pgd_l2}"),
+     ["config key study.rq1_norm.attacks.l2_matched", "has eps 0.5", "is 1.7388"]),
     ("milestone-beyond-epochs", *swap("milestones: [1, 2]", "milestones: [1, 5]"),
      ["config key training.milestones", "beyond training.epochs=2"]),
     ("lr-milestone-at-epochs", *swap("lr_milestones: []", "lr_milestones: [2]"),
      ["config key training.lr_milestones", "never take effect"]),
-    ("threshold-empties-held-out", *swap("split_point_threshold: 6", "split_point_threshold: 8"),
+    ("threshold-empties-held-out", *swap("split_point_threshold: 6", "split_point_threshold: 10"),
      ["config key dataset.split_point_threshold", "val and test empty"]),
+    ("split-val-empties-test", *swap("split_point_val: 8", "split_point_val: 10"),
+     ["config key dataset.split_point_val", "leaves test empty"]),
+    ("split-val-below-threshold", *swap("split_point_val: 8", "split_point_val: 6"),
+     ["config key dataset.split_point_val", "needs dataset.split_point_threshold below it"]),
     ("fgsm-with-steps", *swap("apgd: {method: apgd,", "apgd: {method: fgsm,"),
      ["config key attacks.apgd", "steps"]),
     ("orders-not-permutations", *swap("orders: [sd, ds]", "orders: [sd, s]"),
      ["config key study.figure1.orders"]),
     ("split-csv-missing", *below(swap("split_point_threshold: 6",
-                                      "split_point_threshold: null\n  split_csv: no.csv")),
+                                      "split_point_threshold: null\n  split_csv: no.csv", NO_VAL)),
      ["config key dataset.split_csv", "'no.csv' is not a file"]),
     ("split-csv-a-folder", *below(swap("split_point_threshold: 6",
-                                       "split_point_threshold: null\n  split_csv: studies")),
+                                       "split_point_threshold: null\n  split_csv: studies", NO_VAL)),
      ["config key dataset.split_csv", "'studies' is not a file"]),
     ("url-template-unknown-field", *below(swap("  source: synthetic",
                                                "  source: synthetic\n  taskonomy: {url_template: 'https://x/{bldg}.tar'}")),
@@ -284,7 +293,7 @@ def test_empty_file_is_the_default_study_and_keys_keep_their_lines(tmp_path):
     config, lines = study.read(write(tmp_path, "# only a comment\n"))
     assert config == {} and lines == {}
     config, lines = study.read(TEST_STUDY)
-    assert lines["training.epochs"] == 20 and lines["dataset.synthetic.points"] == 8
+    assert lines["training.epochs"] == 20 and lines["dataset.synthetic.points"] == 9
     assert config["tasks"] == ["s", "d"]
 
 

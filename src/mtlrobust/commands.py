@@ -6,7 +6,9 @@ rule's params compare equal whenever the values are (whatever the study file's k
 
 from __future__ import annotations
 
+import json
 import shlex
+from collections.abc import Mapping
 
 from .ids import ModelSpec
 
@@ -49,14 +51,28 @@ def prepare(config: dict, tasks) -> str:
     ds = config["dataset"]
     split_csv = ds["split_csv"] if ds["split_point_threshold"] is None else None
     args = flags(("--tasks", "+".join(tasks)), ("--resolution", config["model"]["resolution"]),
-                 ("--threshold", ds["split_point_threshold"]), ("--split-csv", split_csv))  # fmt: skip
+                 ("--threshold", ds["split_point_threshold"]), ("--val-threshold", ds["split_point_val"]),
+                 ("--split-csv", split_csv))  # fmt: skip
     return args + words("--buildings", ds["buildings"])
 
 
-def model(m: ModelSpec) -> str:
-    """Arch, tasks, weighting, main task and seed of one model."""
-    return flags(("--arch", m.arch), ("--tasks", "+".join(m.tasks)), ("--weighting", m.weighting),
+def model(m: ModelSpec, adversarial: Mapping | None = None) -> str:
+    """Arch, tasks, weighting, main task and seed of one model; for an adversarially trained one also its
+    setting (``adversarial``: the plan's setting name -> {attack, tasks, share}). A standard model's words
+    are those it always had, so its trained checkpoints stay current."""
+    args = flags(("--arch", m.arch), ("--tasks", "+".join(m.tasks)), ("--weighting", m.weighting),
                  ("--main", m.main), ("--seed", m.seed))  # fmt: skip
+    if m.adversarial is None:
+        return args
+    a = (adversarial or {}).get(m.adversarial)
+    if a is None:
+        raise KeyError(
+            f"model {m.id}: no adversarial setting {m.adversarial!r} (config key training.adversarial)"
+        )
+    spec = {k: v for k, v in a["attack"].items() if k != "name"}  # renaming the attack retrains nothing
+    attack = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return f"{args} " + flags(("--adversarial", m.adversarial), ("--adv-attack-json", attack),
+                              ("--adv-tasks", a["tasks"]), ("--adv-share", a["share"]))  # fmt: skip
 
 
 def schedule(config: dict, arch: str) -> dict:

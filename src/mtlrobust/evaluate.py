@@ -160,96 +160,132 @@ def evaluate(
     rows of ``steptrace.COLUMNS`` (the state after each step, one attack run) when given. ``progress``: a live
     bar (default: when stderr is a terminal); without it, one line per batch and attacked subset to stderr.
     """
-    import time
-
     import torch
-    from tqdm import tqdm
 
-    from . import metrics as M
-    from . import steptrace
-    from . import tasks as T
-    from .attacks import run_attack
-    from .progress import line, timing
+    n = _samples(dataset, views, batch_size, limit)
+    tasks = list(meta["tasks"])
+    gen = torch.Generator().manual_seed(int(seed))  # one stream, consumed batch by batch, subset by subset
+    tallies = {tuple(a): _Tally(tasks) for a in attacked}
+    starts = range(0, n, batch_size)
+    shown = _Progress(f"{meta.get('model_id', 'evaluate')} epoch {meta.get('epoch')} {spec['name']}",
+                      len(starts), len(attacked), n, progress)  # fmt: skip
+    for b, start in enumerate(starts):
+        batch = _Batch(model, dataset, range(start, min(start + batch_size, n)), tasks, device, reduction)
+        for a in attacked:
+            adv_out, adv = _attack(model, meta, spec, batch, a, gen, reduction, steps)
+            tallies[tuple(a)].add(batch, adv_out, adv)
+            shown.done(b, batch.idx, a)
+    shown.close()
+    head = _head(meta, spec, reduction)
+    return [row for a in attacked for row in tallies[tuple(a)].rows([*head, "+".join(a)], views, n)]
 
+
+def _samples(dataset, views, batch_size: int, limit: int | None) -> int:
+    """The number of samples to evaluate, after checking the arguments that bound it."""
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1 (or left out for the whole split), got {limit}")
-    model_tasks = list(meta["tasks"])
-    seg = [t for t in model_tasks if T.get(t).is_segmentation]
     n = len(dataset) if limit is None else min(int(limit), len(dataset))
     if len(views) < n:
         raise ValueError(f"views.csv lists {len(views)} views but the split has {n} samples")
-    gen = torch.Generator().manual_seed(int(seed))
-    per = {tuple(a): {t: ([], [], [], []) for t in model_tasks} for a in attacked}
-    conf = {(tuple(a), kind): None for a in attacked for kind in ("clean", "adv")}
+    return n
 
-    def acc_conf(key, out, targets):
-        c = M.seg_confusion_sum(out[seg[0]], targets[seg[0]].to(out[seg[0]].device))
-        conf[key] = c if conf[key] is None else conf[key] + c
 
-    starts = range(0, n, batch_size)
-    live = sys.stderr.isatty() if progress is None else progress
-    total = len(starts) * len(attacked)
-    name = f"{meta.get('model_id', 'evaluate')} epoch {meta.get('epoch')} {spec['name']}"
-    bar = tqdm(total=total, desc=name, unit="batch-attack", disable=not live)
-    began, done = time.monotonic(), 0
-    for b, start in enumerate(starts):
-        idx = list(range(start, min(start + batch_size, n)))
-        x, targets, masks = dataset.batch(idx)
-        x = x.to(device)
-        targets = {k: v.to(device) for k, v in targets.items()}
-        masks = {k: v.to(device) for k, v in masks.items()}
+class _Batch:
+    """One batch on the device with the model's clean outputs and task metrics, shared by every subset."""
+
+    def __init__(self, model, dataset, idx: range, tasks: list[str], device, reduction: str) -> None:
+        import torch
+
+        from . import metrics as M
+
+        x, targets, masks = dataset.batch(list(idx))
+        self.idx, self.tasks = idx, tasks
+        self.x = x.to(device)
+        self.targets = {k: v.to(device) for k, v in targets.items()}
+        self.masks = {k: v.to(device) for k, v in masks.items()}
         with torch.no_grad():
-            clean_out = model(x)
-        clean = M.task_metrics(clean_out, targets, masks, model_tasks, reduction=reduction)
-        for a in attacked:
-            key = tuple(a)
-            rec = trace = None
-            if steps is not None:
-                trace = []
-                weights = spec.get("weights")
-                rec = steptrace.Recorder(model, targets, masks, model_tasks, a, weights, reduction)
-            x_adv = run_attack(
-                spec, rec or model, x, (targets, masks), "+".join(a), generator=gen, trace=trace,
-                reduction=reduction,
-            )  # fmt: skip
-            with torch.no_grad():
-                adv_out = model(x_adv)
-            adv = M.task_metrics(adv_out, targets, masks, model_tasks, reduction=reduction)
-            if rec is not None:
-                with torch.no_grad():
-                    at_x = rec.objective(clean_out, (targets, masks)).float().cpu()
-                head = [meta["model_id"], str(int(meta["epoch"])), str(spec["name"]), str(spec["method"])]
-                at_x = (at_x, {t: clean[t][1] for t in model_tasks})
-                steps.extend(steptrace.rows(head, "+".join(a), start, at_x, rec.per_step(trace, spec)))
-            for t in model_tasks:
-                cols = per[key][t]
-                cols[0].extend(clean[t][0].tolist())
-                cols[1].extend(adv[t][0].tolist())
-                cols[2].extend(clean[t][1].tolist())
-                cols[3].extend(adv[t][1].tolist())
-            if seg:
-                acc_conf((key, "clean"), clean_out, targets)
-                acc_conf((key, "adv"), adv_out, targets)
-            bar.update(1)
-            done += 1
-            if not live:
-                end = idx[-1] + 1
-                line(
-                    f"{name}: batch {b + 1}/{len(starts)} (samples {start + 1}-{end} of {n}), attacked "
-                    f"{'+'.join(a)}: {done}/{total} done; {timing(time.monotonic() - began, done, total)}"
-                )
-    bar.close()
+            self.out = model(self.x)
+        self.metrics = M.task_metrics(self.out, self.targets, self.masks, tasks, reduction=reduction)
 
+
+def _attack(model, meta: dict, spec: dict, batch: _Batch, attacked: list[str], gen, reduction: str, steps):
+    """Attack ``batch`` on the ``attacked`` tasks: (model outputs, task metrics) at x_adv. With ``steps`` (a
+    list), the model is wrapped in a ``steptrace.Recorder`` and the rows of every step are appended."""
+    import torch
+
+    from . import metrics as M
+    from . import steptrace
+    from .attacks import run_attack
+
+    y = (batch.targets, batch.masks)
+    rec = trace = None
+    if steps is not None:
+        trace = []
+        rec = steptrace.Recorder(model, *y, batch.tasks, attacked, spec.get("weights"), reduction)
+    x_adv = run_attack(
+        spec, rec or model, batch.x, y, "+".join(attacked), generator=gen, trace=trace, reduction=reduction
+    )
+    with torch.no_grad():
+        adv_out = model(x_adv)
+    adv = M.task_metrics(adv_out, *y, batch.tasks, reduction=reduction)
+    if rec is not None:
+        with torch.no_grad():
+            at_x = rec.objective(batch.out, y).float().cpu()
+        head = [meta["model_id"], str(int(meta["epoch"])), str(spec["name"]), str(spec["method"])]
+        at_x = (at_x, {t: batch.metrics[t][1] for t in batch.tasks})
+        steps.extend(steptrace.rows(head, "+".join(attacked), batch.idx[0], at_x, rec.per_step(trace, spec)))
+    return adv_out, adv
+
+
+class _Tally:
+    """What one attacked subset gathers over the batches: each task's clean and adversarial loss and error
+    per sample, and the segmentation confusion sums behind the dataset mIoU columns."""
+
+    def __init__(self, tasks: list[str]) -> None:
+        from . import tasks as T
+
+        self.cols = {t: ([], [], [], []) for t in tasks}  # clean_loss, adv_loss, clean_error, adv_error
+        self.seg = [t for t in tasks if T.get(t).is_segmentation]
+        self.conf = {"clean": None, "adv": None}
+
+    def add(self, batch: _Batch, adv_out, adv) -> None:
+        from . import metrics as M
+
+        for t, cols in self.cols.items():
+            (clean_loss, clean_error), (adv_loss, adv_error) = batch.metrics[t], adv[t]
+            for col, values in zip(cols, (clean_loss, adv_loss, clean_error, adv_error), strict=True):
+                col.extend(values.tolist())
+        if self.seg:
+            s = self.seg[0]
+            for kind, out in (("clean", batch.out), ("adv", adv_out)):
+                c = M.seg_confusion_sum(out[s], batch.targets[s].to(out[s].device))
+                self.conf[kind] = c if self.conf[kind] is None else self.conf[kind] + c
+
+    def rows(self, head: list[str], views, n: int) -> list[list[str]]:
+        """Rows of samples 0..n-1, task by task, each after ``head`` (the spec columns and the subset)."""
+        from . import metrics as M
+
+        c, d = self.conf["clean"], self.conf["adv"]
+        mi = {t: (_num(M.miou(c)), _num(M.miou(d))) if c is not None else ("nan", "nan") for t in self.seg}
+        return [
+            [*head, str(i), views[i], t, *(_num(col[i]) for col in self.cols[t]), *mi.get(t, ("", ""))]
+            for i in range(n)
+            for t in self.cols
+        ]
+
+
+def _head(meta: dict, spec: dict, reduction: str) -> list[str]:
+    """The columns every row of this model and attack shares, up to ``options``."""
     options = {k: v for k, v in spec.items() if k not in ("name", *SPEC_COLUMNS)}
     if reduction != "valid":  # absent = the default; a non-default objective is part of the attack's identity
         options["loss_reduction"] = reduction
-    head = [
+    return [
         meta["model_id"],
         meta["arch"],
         meta["weighting"],
-        "+".join(model_tasks),
+        "+".join(meta["tasks"]),
         str(int(meta["epoch"])),
         str(spec["name"]),
         str(spec["method"]),
@@ -260,31 +296,39 @@ def evaluate(
         _int(spec.get("restarts")),
         json.dumps(options, sort_keys=True, separators=(",", ":")),
     ]
-    rows = []
-    for a in attacked:
-        key = tuple(a)
-        mi = {}
-        for t in seg:
-            c, d = conf[(key, "clean")], conf[(key, "adv")]
-            mi[t] = (_num(M.miou(c)), _num(M.miou(d))) if c is not None else ("nan", "nan")
-        for i in range(n):
-            for t in model_tasks:
-                cl, al, ce, ae = (col[i] for col in per[key][t])
-                rows.append(
-                    head
-                    + [
-                        "+".join(a),
-                        str(i),
-                        views[i],
-                        t,
-                        _num(cl),
-                        _num(al),
-                        _num(ce),
-                        _num(ae),
-                        *mi.get(t, ("", "")),
-                    ]
-                )
-    return rows
+
+
+class _Progress:
+    """A live bar when ``live`` (default: stderr is a terminal), else one line per batch and attacked subset
+    to stderr, as jobs' logs are read while they grow."""
+
+    def __init__(self, name: str, batches: int, subsets: int, n: int, live: bool | None) -> None:
+        import time
+
+        from tqdm import tqdm
+
+        self.name, self.batches, self.n, self.total, self.count = name, batches, n, batches * subsets, 0
+        self.live = sys.stderr.isatty() if live is None else live
+        self.bar = tqdm(total=self.total, desc=name, unit="batch-attack", disable=not self.live)
+        self.began = time.monotonic()
+
+    def done(self, b: int, idx: range, attacked: list[str]) -> None:
+        import time
+
+        from .progress import line, timing
+
+        self.bar.update(1)
+        self.count += 1
+        if not self.live:
+            samples = f"samples {idx[0] + 1}-{idx[-1] + 1} of {self.n}"
+            eta = timing(time.monotonic() - self.began, self.count, self.total)
+            line(
+                f"{self.name}: batch {b + 1}/{self.batches} ({samples}), attacked {'+'.join(attacked)}: "
+                f"{self.count}/{self.total} done; {eta}"
+            )
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def _int(v) -> str:

@@ -5,7 +5,9 @@ generated from), so they are exactly what a run from an empty folder would sched
 deliberately simple and printed with its assumptions:
 
 * training job: images/epoch x epochs in the job (a milestone job resumes from the previous milestone) x
-  seconds per training image of the architecture;
+  seconds per training image of the architecture; an adversarially trained model (``training.adversarial``)
+  counts 1 + share x k standard epochs per epoch for a k-step training attack (k + 1 for Madry's share 1:
+  k attack passes and the training step, bench/bench_adversarial.py);
 * evaluation job: test images x attacked subsets x (attack steps x restarts + 2 clean/final passes) x seconds
   per attack pass (forward + backward to the input, ~2/3 of a training step since no weight gradients).
 
@@ -80,14 +82,24 @@ def jobs(plan: study.Plan) -> list[dict]:
     out = []
     for model_id, epochs in sorted(plan.epochs.items()):
         arch = plan.models[model_id].arch
+        factor = adversarial_factor(plan, model_id)
         for e in sorted(epochs):
             start = plan.previous_epoch(model_id, e) or 0
-            out.append({"rule": "train", "arch": arch, "epochs": e - start})
+            out.append({"rule": "train", "arch": arch, "epochs": e - start, "factor": factor})
     for (model_id, _, attack), subsets in sorted(plan.evals.items()):
         spec = plan.attacks[attack]
         out.append({"rule": "evaluate", "arch": plan.models[model_id].arch, "subsets": len(subsets),
                     "passes": attack_passes(spec) + 2})  # fmt: skip
     return out
+
+
+def adversarial_factor(plan: study.Plan, model_id: str) -> float:
+    """Standard epochs one training epoch costs: 1, or 1 + share x k with a k-step training attack."""
+    name = plan.models[model_id].adversarial
+    if name is None:
+        return 1.0
+    a = plan.adversarial[name]
+    return 1.0 + a["share"] * attack_passes(a["attack"])
 
 
 def attack_passes(spec: dict) -> int:
@@ -144,7 +156,8 @@ def estimate(
     for job in jobs:
         arch = job["arch"]
         if job["rule"] == "train":
-            hours[("train", arch)] += job["epochs"] * per_epoch[arch] * train_images / epoch_images / 3600
+            epochs = job["epochs"] * job.get("factor", 1.0)
+            hours[("train", arch)] += epochs * per_epoch[arch] * train_images / epoch_images / 3600
         else:
             per_image = per_epoch[arch] / epoch_images * ATTACK_PASS_FRACTION
             hours[("evaluate", arch)] += test_images * job["subsets"] * job["passes"] * per_image / 3600
@@ -206,8 +219,9 @@ def packed_bytes(plan: study.Plan, train: int, held: int) -> int:
     per_image = 3 + sum(  # uint8 rgb; uint8 labels or float32 channels; uint8 mask per task
         (1 if T.get(t).is_segmentation else 4 * T.get(t).channels) + 1 for t in plan.tasks
     )
-    # val and the evaluation split are prepared separately, even when they hold the same views
-    splits = len({"val", config["evaluation"]["split"]})
+    # val and the evaluation split are prepared separately, even when they hold the same views (held =
+    # both); distinct val and test views (dataset.split_point_val) share the held-out views between them
+    splits = 1 if config["dataset"].get("split_point_val") else len({"val", config["evaluation"]["split"]})
     return (train + splits * held) * res * res * per_image
 
 
@@ -258,8 +272,13 @@ def report(
         n = sum(1 for j in jobs if j["rule"] == rule and j["arch"] == arch)
         lines.append(f"{rule:<10}{arch:<18}{n:>6}{h:>10.{digits}f}")
     seconds = f" (= {total * 3600:.2g} GPU-seconds)" if total < 0.1 else ""
-    lines += [f"{'total':<34}{total:>10.{digits}f}{seconds}", "",
-              "Not counted: download/preparation/analysis (CPU), queueing, failed attempts."]  # fmt: skip
+    lines += [f"{'total':<34}{total:>10.{digits}f}{seconds}", ""]
+    adversarial = sorted({j["factor"] for j in jobs if j.get("factor", 1.0) != 1.0})
+    if adversarial:
+        n = sum(1 for j in jobs if j.get("factor", 1.0) != 1.0)
+        lines += [f"Adversarial training: {n} train jobs count {'/'.join(f'{f:g}' for f in adversarial)} "
+                  "standard epochs per epoch (1 + share x k for a k-step training attack)."]  # fmt: skip
+    lines += ["Not counted: download/preparation/analysis (CPU), queueing, failed attempts."]
     if disk is not None:
         lines += ["", f"Disk, what the finished study keeps: {_size(sum(disk.values()))}"]
         lines += [f"  {k:<14}{_size(v):>10}" for k, v in disk.items()]

@@ -8,8 +8,8 @@ forwards when traced, forward t of a restart being at its iterate after step t (
 ``per_step`` checks that layout against the trace (same count, same losses) and refuses what does not fit
 rather than mislabel a step.
 
-What step t reports is what the same attack stopped after step t would return: the iterate (pgd, mim, wgd,
-segpgd, cospgd, fgsm) or the running best by attacked loss, start included (apgd, and pgd/mim with
+What step t reports is what the same attack stopped after step t would return: the iterate, or the running
+best by attacked loss, start included, for a spec whose ``Method.returns_best`` (apgd, pgd with
 ``return_best``), and with restarts the restart of highest loss (earlier wins ties), as the attacks keep
 it. So the last step's errors are the evaluation CSV's ``adv_error``. (APGD's step-size schedule depends on
 its total steps, so its step t is the t-th step of the longer run, not a t-step APGD.)
@@ -23,17 +23,12 @@ from pathlib import Path
 import torch
 
 from . import tasks as T
-from .attacks import MultiTaskObjective
+from .attacks import METHODS, MultiTaskObjective
 from .files import atomic_path
 
 COLUMNS = ["model_id", "epoch", "attack", "method", "attacked", "sample", "task", "step", "attacked_loss",
            "error"]  # fmt: skip
 TRAILER = "# end of steps: "  # + "{rows} rows": the last line of a complete steps CSV
-
-
-def returns_best(spec: dict) -> bool:
-    """Whether the attack returns each sample's best iterate rather than its last one."""
-    return spec["method"] == "apgd" or bool(spec.get("return_best"))
 
 
 class Recorder(torch.nn.Module):
@@ -74,7 +69,7 @@ class Recorder(torch.nn.Module):
         traced = torch.stack([v.float().cpu() for v in trace])
         if not torch.allclose(loss[:, 1:].amax(0), traced, rtol=1e-5, atol=1e-6, equal_nan=True):
             raise ValueError(f"{where}: the recorded losses differ from the attack's trace")
-        if returns_best(spec):  # running best over the iterates (strict >: the earlier one wins ties)
+        if METHODS[spec["method"]].returns_best(spec):  # running best over the iterates (strict >)
             idx = torch.zeros_like(loss, dtype=torch.long)
             for t in range(1, steps + 1):
                 better = loss[:, t] > loss.gather(1, idx[:, t - 1 : t]).squeeze(1)

@@ -27,6 +27,7 @@ import itertools
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -46,10 +47,13 @@ class StudyError(ValueError):
 
 
 # ------------------------------------------------------------------------------------ value parsing
-def budget(value, key: str) -> float:
-    """An eps/step size as a float in (0, 1]: a number or an "8/255"-style string (``values.budget``)."""
+L2_MAX = 1000.0  # largest L2 eps/step size: an L2 radius may exceed 1 (the [0, 1]^d cube's corner is sqrt(d))
+
+
+def budget(value, key: str, maximum: float = 1.0) -> float:
+    """An eps/step size as a float in (0, maximum]: a number or an "8/255"-style string (values.budget)."""
     try:
-        return values.budget(value, f"config key {key}", positive=True)
+        return values.budget(value, f"config key {key}", positive=True, maximum=maximum)
     except ValueError as e:
         raise StudyError(str(e)) from None
 
@@ -79,16 +83,18 @@ def attack_spec(name: str, a: dict) -> dict:
 
     Every method keeps its own defaults for the rest; ``attacks.check_spec`` rejects what it cannot use.
     """
-    from .attacks import check_spec
+    from .attacks import METHODS, check_spec
 
     options = a.get("options") or {}
     clash = sorted(set(options) & (set(a) | {"name"}))
     if clash:
         raise StudyError(f"config key attacks.{name}.options: {clash} must be set outside options (or once)")
     spec = {"name": name, **{k: v for k, v in a.items() if k != "options"}, **options}
+    known = spec["method"] in METHODS  # an unknown method: check_spec names it below
+    l2 = (spec.get("norm") or (method_default(spec["method"], "norm") if known else None)) == "l2"
     for k in ("eps", "step_size"):
         if k in spec:
-            spec[k] = budget(spec[k], f"attacks.{name}.{k}")
+            spec[k] = budget(spec[k], f"attacks.{name}.{k}", L2_MAX if l2 else 1.0)
     if spec["method"] != "none" and "eps" not in spec:
         raise StudyError(
             f"config key attacks.{name}.eps: method {spec['method']!r} needs a perturbation budget, "
@@ -106,6 +112,13 @@ def method_default(method: str, key: str):
     from .attacks import METHODS
 
     return METHODS[method].options().get(key)
+
+
+def method_steps(spec: dict) -> int:
+    """The steps one run of an attack spec takes (``Method.steps``: fgsm 1, none 0)."""
+    from .attacks import METHODS
+
+    return METHODS[spec["method"]].steps(spec)
 
 
 # ------------------------------------------------------------------------------------ setting checks
@@ -175,11 +188,30 @@ def check_paths(ds: dict) -> None:
             )
 
 
+def check_split_points(ds: dict) -> None:
+    """split_point_val needs split_point_threshold below it; without it the paper's point split (val = test)
+    is used, with a warning: settings chosen on val would be tuned on the test views."""
+    thr, val = ds["split_point_threshold"], ds["split_point_val"]
+    if val is not None and (thr is None or val <= thr):
+        raise StudyError(
+            f"config key dataset.split_point_val: {val} needs dataset.split_point_threshold below it (got "
+            f"{thr}): train = point id < threshold, val = threshold <= id < split_point_val, test = the rest"
+        )
+    if thr is not None and val is None:
+        warnings.warn(
+            "dataset.split_point_threshold without dataset.split_point_val is the paper code's point split: "
+            "val and test are the same views, so any setting chosen on val is tuned on the test views; set "
+            "dataset.split_point_val for distinct val and test views",
+            stacklevel=2,
+        )
+
+
 def check_splits(config: dict) -> None:
     """Synthetic data: the buildings exist and each split the jobs read has views (train: >= 2)."""
     ds = config["dataset"]
     thr = ds["split_point_threshold"]
     if ds["source"] != "synthetic" or (thr is None and ds["split_csv"] is not None):
+        check_split_points(ds)
         return  # the real data (or a user's split CSV) are only known when prepared
     from .data.synthetic import building_names, split_assignment
 
@@ -200,10 +232,20 @@ def check_splits(config: dict) -> None:
                 f"and test empty (dataset.synthetic.points={points}: point ids 0..{points - 1}); expected 1 "
                 f"to {points - 1}"
             )
+        check_split_points(ds)
+        val_end = ds["split_point_val"] or points
+        if val_end >= points and ds["split_point_val"] is not None:
+            raise StudyError(
+                f"config key dataset.split_point_val: {val_end} leaves test empty (dataset.synthetic.points="
+                f"{points}: point ids 0..{points - 1}); expected {thr + 1} to {points - 1}"
+            )
         held_out = (points - thr) * per_point
         views = {"train": thr * per_point, "val": held_out, "test": held_out}
+        if ds["split_point_val"] is not None:
+            views.update(val=(val_end - thr) * per_point, test=(points - val_end) * per_point)
         key = "dataset.split_point_threshold"
     else:
+        check_split_points(ds)
         flags = split_assignment(names)
         splits = ("train", "val", "test")
         views = {s: sum(flags[b][i] for b in chosen) * points * syn["views"] for i, s in enumerate(splits)}
@@ -235,6 +277,31 @@ def check_eps_sweep(attacks: dict, names: list[str], key: str) -> None:
         raise StudyError(f"config key {key}: attacks {names} repeat a budget (eps {eps}); expected one each")
 
 
+def matched_l2_eps(eps_inf: float, resolution: int) -> float:
+    """The budget-matched L2 radius of an L-inf budget: eps_inf * sqrt(d), the L2 norm of the L-inf ball's
+    corners at the model's input size d = 3 x resolution^2 (the smallest L2 ball holding the L-inf one)."""
+    return eps_inf * math.sqrt(3 * resolution * resolution)
+
+
+def check_matched_l2(plan: Plan, attacks: dict[str, str], key: str) -> None:
+    """rq1_norm's ``l2_matched`` attack: an L2 PGD whose eps is ``matched_l2_eps`` of the ``linf`` one's."""
+    if "l2_matched" not in attacks:
+        return
+    if "linf" not in attacks:
+        raise StudyError(f"config key {key}: l2_matched needs the linf attack it is matched to (label linf)")
+    inf, l2 = (plan.attacks[attacks[k]] for k in ("linf", "l2_matched"))
+    norm = l2.get("norm") or method_default(l2["method"], "norm")
+    if norm != "l2" or "eps" not in inf or "eps" not in l2:
+        raise StudyError(f"config key {key}.l2_matched: {attacks['l2_matched']!r} must be an L2 attack (eps)")
+    want = matched_l2_eps(inf["eps"], plan.config["model"]["resolution"])
+    if abs(l2["eps"] - want) > 0.005 * want:
+        raise StudyError(
+            f"config key {key}.l2_matched: attack {attacks['l2_matched']!r} has eps {l2['eps']:.4g}; the "
+            f"budget-matched L2 radius of {attacks['linf']!r} (eps {inf['eps']:.4g} x sqrt(3 x "
+            f"{plan.config['model']['resolution']}^2)) is {want:.4f}"
+        )
+
+
 # ------------------------------------------------------------------------------------ the plan
 @dataclass(frozen=True)
 class Output:
@@ -263,6 +330,7 @@ class Plan:
     evals: dict = field(default_factory=dict)  # (model_id, epoch, attack) -> attacked subsets (tuples of ids)
     outputs: dict = field(default_factory=dict)  # name -> Output, registry order
     theory: dict | None = None  # Figure 1's model: model_id, epoch, norm, eps, orders
+    adversarial: dict = field(default_factory=dict)  # setting name -> {attack: spec, tasks, share}
     traced: set = field(default_factory=set)  # (model_id, epoch, attack) whose steps an output reads
 
     @property
@@ -375,9 +443,9 @@ class Section:
             )
         return value
 
-    def model(self, arch, weighting, tasks, seed, main) -> IDS.ModelSpec:
+    def model(self, arch, weighting, tasks, seed, main, adversarial=None) -> IDS.ModelSpec:
         try:
-            spec = IDS.model_spec(arch, weighting, list(tasks), seed, main=main)
+            spec = IDS.model_spec(arch, weighting, list(tasks), seed, main=main, adversarial=adversarial)
             T.task_weights(spec.tasks, spec.weighting, main=spec.main)
         except (KeyError, ValueError) as e:
             raise StudyError(
@@ -388,11 +456,13 @@ class Section:
     def cell(self, spec: IDS.ModelSpec, epoch: int, attack: str, attacked, task: str) -> list:
         return [spec.id, epoch, attack, self.plan.need(spec, epoch, attack, attacked), task]
 
-    def pair(self, arch, weighting, seed, epoch, attack, main, aux, kind) -> list:
-        """Main-task cell of the (main, aux) model; the single-task model (single attack) when aux == main."""
+    def pair(self, arch, weighting, seed, epoch, attack, main, aux, kind, adversarial=None) -> list:
+        """Main-task cell of the (main, aux) model; the single-task model (single attack) when aux == main.
+        ``adversarial``: the model trained under that ``training.adversarial`` setting."""
         if aux == main:
-            return self.cell(self.model(arch, "uniform", [main], seed, main), epoch, attack, [main], main)
-        spec = self.model(arch, weighting, [main, aux], seed, main)
+            spec = self.model(arch, "uniform", [main], seed, main, adversarial)
+            return self.cell(spec, epoch, attack, [main], main)
+        spec = self.model(arch, weighting, [main, aux], seed, main, adversarial)
         return self.cell(spec, epoch, attack, [main] if kind == "single" else [main, aux], main)
 
 
@@ -455,6 +525,24 @@ def _table1(s: Section) -> dict:
     )
 
 
+def method_captions(specs: dict[str, dict]) -> str:
+    """What a table's note adds for its attacks (name -> spec), one ``Method.caption`` per method shown."""
+    from .attacks import METHODS
+
+    named = {}
+    for name, spec in specs.items():
+        named.setdefault(spec["method"], []).append((name, spec))
+    captions = [METHODS[m].caption(pairs) for m, pairs in named.items() if METHODS[m].caption]
+    return "".join(f" {c}" for c in captions)
+
+
+def is_reference(spec: dict) -> bool:
+    """Whether an attack spec runs the method (PGD) others are compared with (``Method.reference``)."""
+    from .attacks import METHODS
+
+    return METHODS[spec["method"]].reference
+
+
 def equal_pgd(plan: Plan, attack: str, prefer: str | None = None) -> str | None:
     """A PGD attack of the study at the same norm, eps and steps as ``attack`` (``prefer`` first)."""
     a = plan.attacks[attack]
@@ -464,23 +552,16 @@ def equal_pgd(plan: Plan, attack: str, prefer: str | None = None) -> str | None:
         return (spec.get("norm") or method_default(m, "norm"), spec.get("eps"),
                 spec.get("steps") or method_default(m, "steps"))  # fmt: skip
 
-    same = [n for n, p in plan.attacks.items() if p["method"] == "pgd" and key(p) == key(a)]
+    same = [n for n, p in plan.attacks.items() if is_reference(p) and key(p) == key(a)]
     return prefer if prefer in same else (sorted(same)[0] if same else None)
-
-
-def wgd_variant(spec: dict) -> str:
-    """The WGD variant an attack spec runs, with its overrides (``attacks/wgd.py``)."""
-    variant = spec.get("variant") or method_default("wgd", "variant")
-    extra = [f"{k} {spec[k]}" for k in ("gamma", "normalize_task_gradients") if spec.get(k) is not None]
-    return f"{variant} ({', '.join(extra)})" if extra else variant
 
 
 def _table2(s: Section) -> dict:
     attacks = [s.attack(a, "attacks") for a in s.cfg["attacks"]]
     t1 = s.plan.config["study"]["table1"]
     prefer = t1["attack"] if t1["enabled"] else None
-    pgd = {a: None if s.plan.attacks[a]["method"] == "pgd" else equal_pgd(s.plan, a, prefer) for a in attacks}
-    lacking = [a for a in attacks if pgd[a] is None and s.plan.attacks[a]["method"] != "pgd"]
+    pgd = {a: None if is_reference(s.plan.attacks[a]) else equal_pgd(s.plan, a, prefer) for a in attacks}
+    lacking = [a for a in attacks if pgd[a] is None and not is_reference(s.plan.attacks[a])]
     spec = _grid(
         s,
         "Table 2: relative task vulnerability, adaptive attacks ({arch}, epoch {epoch})",
@@ -492,16 +573,7 @@ def _table2(s: Section) -> dict:
         lambda attack: "multi",
         lambda attack: pgd[attack],
     )
-    variants = [
-        f"{a} = {wgd_variant(s.plan.attacks[a])}" for a in attacks if s.plan.attacks[a]["method"] == "wgd"
-    ]
-    if variants:
-        spec["note"] += (
-            f" WGD variants: {', '.join(variants)} (balanced: each task's gradient normalised and weighted "
-            "by 1 / r_i, our default; paper: the paper's literal rule, weighted by r_i, no normalisation). "
-            "With one attacked task r_i = 1 and WGD equals PGD, so its single-task diagonal repeats PGD "
-            "under another name."
-        )
+    spec["note"] += method_captions({a: s.plan.attacks[a] for a in attacks})
     compared = ", ".join(f"{a} with {p}" for a, p in pgd.items() if p)
     spec["pgd_note"] = " ".join(
         [f"Compared with PGD at the same norm, eps and steps: {compared}." if compared else "",
@@ -621,6 +693,7 @@ def _sweep(s: Section, axis: str, settings) -> dict:
 def _rq1_norm(s: Section) -> dict:
     arch, epoch = s.arch(s.cfg["arch"]), s.epoch(s.cfg["epoch"])
     attacks = {k: s.attack(v, f"attacks.{k}") for k, v in s.cfg["attacks"].items()}
+    check_matched_l2(s.plan, attacks, "study.rq1_norm.attacks")
     # settings in label order: the study file's key order must not change the table
     return _sweep(s, "attack norm", [(k, arch, epoch, attacks[k]) for k in sorted(attacks)])
 
@@ -850,9 +923,7 @@ def _steps(s: Section) -> dict:
     counts = {}
     for a in attacks:
         spec = s.plan.attacks[a]
-        counts[a] = (
-            1 if spec["method"] == "fgsm" else spec.get("steps") or method_default(spec["method"], "steps")
-        )
+        counts[a] = method_steps(spec)
         if not counts[a]:
             raise StudyError(
                 f"config key study.steps.attacks: attack {a!r} (method {spec['method']!r}) takes no steps"
@@ -895,6 +966,108 @@ def _steps(s: Section) -> dict:
     }
 
 
+def adversarial_settings(config: dict, attacks: dict) -> dict:
+    """``training.adversarial`` checked: name -> {attack: the attack's spec, tasks, share}."""
+    out = {}
+    for name, a in sorted((config["training"].get("adversarial") or {}).items()):
+        key = f"config key training.adversarial.{name}.attack"
+        if a["attack"] not in attacks:
+            raise StudyError(
+                f"{key}: attack {a['attack']!r} is not defined; expected one of the names under attacks: "
+                f"{sorted(attacks)}"
+            )
+        if attacks[a["attack"]]["method"] == "none":
+            raise StudyError(f"{key}: attack {a['attack']!r} (method none) crafts no adversarial example")
+        out[name] = {"attack": attacks[a["attack"]], "tasks": a["tasks"], "share": float(a["share"])}
+    return out
+
+
+def _budget_of(s: Section, attack: str) -> tuple[str, float]:
+    spec = s.plan.attacks[attack]
+    return spec.get("norm") or method_default(spec["method"], "norm"), spec["eps"]
+
+
+def _table_at(s: Section) -> dict:
+    """Table 1's layout for the models adversarially trained under one ``training.adversarial`` setting
+    next to the standard models with the same tasks (rows: training x attack x kind x main, plus the clean
+    error of each main task), and per adversarially trained model the cells of its gradient-masking
+    checks (``analysis/table_at.py``): PGD's loss after each step (traced), APGD vs PGD, the eps sweep and
+    the unbounded attack."""
+    c, plan = s.cfg, s.plan
+    names = sorted(plan.adversarial)
+    if not names:
+        raise StudyError("config key study.table_at: needs a setting under training.adversarial (none given)")
+    setting = c["setting"] or names[0]
+    if setting not in names:
+        raise StudyError(
+            f"config key study.table_at.setting: {setting!r} is not under training.adversarial {names}"
+        )
+    tasks = s.tasks()
+    mains = s.mains(tasks)
+    arch, epoch, seeds = s.arch(c["arch"]), s.epoch(c["epoch"]), _seeds(s)
+    weightings = [s.weighting(w) for w in c["weightings"]]
+    attacks = [s.attack(a, "attacks") for a in c["attacks"]]
+    by_method = {plan.attacks[a]["method"]: a for a in reversed(attacks)}
+    if "pgd" not in by_method or "apgd" not in by_method:
+        raise StudyError(
+            f"config key study.table_at.attacks: {attacks} must include a pgd and an apgd attack (the "
+            "masking check compares them)"
+        )
+    pgd, apgd = by_method["pgd"], by_method["apgd"]
+    sweep = [s.attack(a, "eps_attacks") for a in c["eps_attacks"]]
+    if sweep:
+        check_eps_sweep(plan.attacks, sweep, "study.table_at.eps_attacks")
+        sweep.sort(key=lambda a: _budget_of(s, a)[1])
+    unbounded = s.attack(c["unbounded"], "unbounded") if c["unbounded"] else None
+    if unbounded and _budget_of(s, unbounded) != ("linf", 1.0):
+        raise StudyError(
+            f"config key study.table_at.unbounded: attack {unbounded!r} has norm/eps "
+            f"{_budget_of(s, unbounded)}; expected an L-inf attack with eps 1 (the whole input range)"
+        )
+    columns = [f"{w}:{letter(a)}" for w in weightings for a in tasks]
+
+    def cells(attack, m, kind, adversarial):
+        return [_merge([s.pair(arch, w, sd, epoch, attack, m, a, kind, adversarial) for sd in seeds])
+                for w in weightings for a in tasks]  # fmt: skip
+
+    rows = []
+    for training, adv in (("standard", None), ("adversarial", setting)):
+        for attack in attacks:
+            for kind in c["kinds"]:
+                for m in mains:
+                    row = {"labels": [training, attack, kind, letter(m)], "training": training,
+                           "attack": attack, "kind": kind, "main": m, "cells": cells(attack, m, kind, adv),
+                           "emphasize": [f"{w}:{letter(m)}" for w in weightings]}  # fmt: skip
+                    if adv:
+                        row["std_cells"] = cells(attack, m, kind, None)
+                    rows.append(row)
+    grid = itertools.product(mains, weightings, tasks, seeds)
+    checks = {}  # model id -> its checks (a single-task model appears once per weighting)
+    for m, w, a, sd in grid:
+
+        def one(attack, m=m, w=w, a=a, sd=sd):
+            return s.pair(arch, w, sd, epoch, attack, m, a, "single", setting)
+
+        checks.setdefault(one(pgd)[0], {
+            "model_id": one(pgd)[0], "main": letter(m), "steps": {"cell": one(pgd)},
+            "apgd": {"cells": [one(apgd), one(pgd)]}, "eps": {"cells": [one(at) for at in sweep]},
+            "unbounded": {"cells": [one(unbounded)] if unbounded else []},
+        })  # fmt: skip
+    a_spec = plan.adversarial[setting]
+    return {
+        "layout": "adversarial",
+        "title": f"Adversarial training ({setting}): relative task vulnerability, {', '.join(attacks)} "
+        f"({arch}, epoch {epoch})",
+        "setting": setting,
+        "setting_text": f"training attack {a_spec['attack']['name']} on the {a_spec['tasks']} task(s), "
+        f"share {a_spec['share']:g} of each batch",
+        "label_columns": ["training", "attack", "kind", "main"],
+        "columns": columns,
+        "rows": rows,
+        "checks": list(checks.values()),
+    }
+
+
 @dataclass(frozen=True)
 class Entry:
     """How one output is planned (its section's cells) and rendered."""
@@ -906,7 +1079,7 @@ class Entry:
 
 # The outputs whose cell tables (results/cells/NAME.csv) feed results/claims.csv (mtlrobust claims); the
 # claims output is built whenever one of them is enabled.
-CLAIMS_SOURCES = ("table1", "table2", "table3", "figure1")
+CLAIMS_SOURCES = ("table1", "table2", "table3", "figure1", "rq1_norm", "rq1_eps", "rq1_arch", "table_at")
 
 # Output name -> entry; the study section of the same name enables it (study.NAME.enabled).
 OUTPUTS: dict[str, Entry] = {
@@ -924,6 +1097,7 @@ OUTPUTS: dict[str, Entry] = {
     "table_sets": Entry(_table_sets, ("table",)),
     "figure1_retrained": Entry(_figure1_retrained, ("table", "figure")),
     "steps": Entry(_steps, ("table", "figure"), traced=True),
+    "table_at": Entry(_table_at, ("table",), traced=True),
 }
 
 
@@ -970,6 +1144,7 @@ def build(config: dict) -> Plan:
     check_settings(config)
     attacks = {name: attack_spec(name, a) for name, a in sorted(config["attacks"].items())}
     plan = Plan(config=config, tasks=tasks, milestones=milestones, attacks=attacks)
+    plan.adversarial = adversarial_settings(config, attacks)
     for name, entry in OUTPUTS.items():
         if not config["study"][name]["enabled"]:
             continue

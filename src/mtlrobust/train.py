@@ -19,6 +19,10 @@ kernels are not deterministic (two uninterrupted runs already differ); with ``--
 GPU run was checked to be bit-identical too. ``--amp`` autocasts to bf16 (fp16 + GradScaler where bf16
 is unsupported) on CUDA only; on CPU it is ignored with a warning.
 
+With ``--adversarial NAME --adv-attack-json JSON`` each batch is (partly) replaced by adversarial examples
+before the step (``mtlrobust.adversarial``: the attack runs in eval mode, validation stays clean); the model
+id ends in ``-adv_NAME`` and the setting is part of what a resume must match.
+
 The command-line flags are generated from ``TrainConfig``: each field's metadata gives its flag and help.
 """
 
@@ -41,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import adversarial as ADV
 from . import progress, values
 from . import tasks as T
 from .baseline import TRIVIAL_COLUMN, VAL_COLUMN, constant_predictor, target_statistics, trivial_output
@@ -76,6 +81,7 @@ _HPARAMS = {
     "optimizer": "adam",
     "momentum": None,
     "loss_reduction": "valid",
+    "adversarial": None,
 }
 
 
@@ -89,6 +95,13 @@ def _weights(text: str) -> dict:
         return values.json_object(text, "--weights-json")
     except ValueError as e:  # argparse prints it as "argument --weights-json: ..."
         raise argparse.ArgumentTypeError(str(e).removeprefix("--weights-json: ")) from None
+
+
+def _attack(text: str) -> dict:
+    try:
+        return values.json_object(text, "--adv-attack-json")
+    except ValueError as e:  # argparse prints it as "argument --adv-attack-json: ..."
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--adv-attack-json: ")) from None
 
 
 def _int_list(text: str) -> list[int]:
@@ -135,6 +148,30 @@ class TrainConfig:
         metavar="JSON",
     )
     seed: int = _opt("seed of the initial weights, data order and flips", 0, type=int)
+    adversarial: str | None = _opt(
+        "train adversarially (mtlrobust.adversarial) under this setting name, which the model id ends with "
+        "(-adv_NAME); needs --adv-attack-json",
+        None,
+        metavar="NAME",
+    )
+    adv_attack: dict | None = _opt(
+        'the training attack as an attack spec, e.g. \'{"method": "pgd", "eps": 0.0314, "steps": 7}\'',
+        None,
+        flag="--adv-attack-json",
+        type=_attack,
+        metavar="JSON",
+    )
+    adv_tasks: str = _opt(
+        "tasks whose loss the training attack maximises: main (the main task) or all (every task)",
+        "main",
+        choices=ADV.TASKS,
+    )
+    adv_share: float = _opt(
+        "share of each batch replaced by adversarial examples, in (0, 1]: 1 = Madry et al., 0.5 = half "
+        "clean, half adversarial (Mao et al.)",
+        1.0,
+        type=float,
+    )
     resume_from: str | None = _opt(
         "checkpoint of an earlier milestone of the same model (its .resume.pt must be next to it)", None
     )
@@ -220,6 +257,17 @@ class TrainConfig:
         check_output(self.log, flag("log"))
         if self.pretrained and not Path(self.pretrained).is_file():
             raise FileNotFoundError(f"--pretrained {self.pretrained}: no such file")
+        if (self.adversarial is None) != (self.adv_attack is None):
+            raise ValueError("--adversarial and --adv-attack-json go together: give both or neither")
+        setting = self.adversarial_setting()
+        if setting is not None:
+            setting.check()
+
+    def adversarial_setting(self) -> ADV.Setting | None:
+        """The adversarial-training setting, or None for standard training."""
+        if self.adversarial is None:
+            return None
+        return ADV.Setting(self.adversarial, self.adv_attack, self.adv_tasks, self.adv_share)
 
 
 def flag(name: str) -> str:
@@ -415,9 +463,9 @@ def _check_resumable(
     expect = {"model_id": spec.id, "weights": weights, "resolution": resolution, "decoder": decoder}
     check_expect(ckpt, expect, path)
     diff = [
-        f"{k}: checkpoint {ckpt['hparams'].get(k, old)!r}, now {hp[k]!r}"
+        f"{k}: checkpoint {ckpt['hparams'].get(k, old)!r}, now {hp.get(k, old)!r}"
         for k, old in _HPARAMS.items()
-        if ckpt["hparams"].get(k, old) != hp[k]
+        if ckpt["hparams"].get(k, old) != hp.get(k, old)
     ]
     if diff:
         raise ValueError(f"cannot resume from {path}: training settings differ (" + "; ".join(diff) + ")")
@@ -496,6 +544,7 @@ class _Job:
     device: torch.device
     use_amp: bool
     amp_dtype: torch.dtype
+    adversarial: ADV.Setting | None = None
 
     @property
     def task_ids(self) -> list[str]:
@@ -568,7 +617,8 @@ def _open_job(cfg: TrainConfig) -> _Job:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     device = _setup_device(cfg)
-    spec = model_spec(cfg.arch, cfg.weighting, cfg.tasks, cfg.seed, cfg.main)
+    setting = cfg.adversarial_setting()
+    spec = model_spec(cfg.arch, cfg.weighting, cfg.tasks, cfg.seed, cfg.main, cfg.adversarial)
     weights = T.task_weights(spec.tasks, spec.weighting, main=spec.main, explicit=cfg.explicit_weights)
     root = Path(cfg.data)
     train_ds = _open_split(root, "train", spec.tasks)
@@ -579,9 +629,10 @@ def _open_job(cfg: TrainConfig) -> _Job:
         warnings.warn("--amp is ignored on CPU (mixed precision is used on CUDA only)", stacklevel=3)
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     hp = _hparams(cfg, len(train_ds))
-    return _Job(
-        cfg, spec, weights, train_ds, val_ds, hp, int(train_ds.resolution), device, use_amp, amp_dtype
-    )
+    if setting is not None:  # standard runs' hparams (and checkpoint bytes) stay as they were
+        hp["adversarial"] = setting.hparams()
+    res = int(train_ds.resolution)
+    return _Job(cfg, spec, weights, train_ds, val_ds, hp, res, device, use_amp, amp_dtype, setting)
 
 
 def _start(job: _Job, partial: Path) -> TrainState:
@@ -633,6 +684,9 @@ def _step(job: _Job, st: TrainState, idx: np.ndarray, b: int, n_batches: int) ->
     if cfg.hflip:
         flags = torch.from_numpy(flip_flags(cfg.seed, st.epoch, b, x.shape[0])).to(device)
         x, tg, mk = hflip_batch(x, tg, mk, flags)
+    if job.adversarial is not None:
+        x = job.adversarial.examples(st.model, x, (tg, mk), job.task_ids, (cfg.seed, st.epoch, b),
+                                     cfg.loss_reduction)  # fmt: skip
     with torch.autocast(device.type, dtype=job.amp_dtype, enabled=job.use_amp):
         outs = st.model(x)
     losses = {

@@ -22,10 +22,12 @@ rule aggregate:
 rule table:
     input:
         evals=output_evals,
-        # proxies (Table 3, recommend) leave out models that do not beat the constant predictor
+        # proxies (Table 3, recommend) leave out models that do not beat the constant predictor; table_at's
+        # unbounded-attack check compares with its error
         models=lambda w: (
             ["results/models.csv"]
-            if PLAN.outputs[w.name].spec.get("layout") in ("correlations", "recommend")
+            if PLAN.outputs[w.name].spec.get("layout")
+            in ("correlations", "recommend", "adversarial")
             else []
         ),
     output:
@@ -58,7 +60,8 @@ rule table:
 
 rule claims:
     input:
-        expand("results/cells/{name}.csv", name=PLAN.claims_sources()),
+        cells=expand("results/cells/{name}.csv", name=PLAN.claims_sources()),
+        theory=["results/theory.csv"] if PLAN.theory else [],
     output:
         csv=report(
             "results/claims.csv",
@@ -77,6 +80,9 @@ rule claims:
         "logs/claims.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        thresholds=PLAN.config["claims"],
+        source=PLAN.config["dataset"]["source"],
     script:
         "../scripts/analysis.py"
 

@@ -151,7 +151,7 @@ RESUMABLE = "|".join(
 
 
 def model_args(wildcards):
-    return commands.model(PLAN.models[wildcards.model_id])
+    return commands.model(PLAN.models[wildcards.model_id], PLAN.adversarial)
 
 
 def training_args(wildcards):
@@ -202,6 +202,17 @@ def all_eval_csvs():
     return sorted(eval_csv(k) for k in PLAN.evals)
 
 
+def models_split():
+    """results/models.csv's split column: the views its errors were measured on (val = test views under
+    the paper's point split, dataset.split_point_val null)."""
+    ds = PLAN.config["dataset"]
+    return (
+        "val=test"
+        if ds["split_point_threshold"] and not ds["split_point_val"]
+        else "val"
+    )
+
+
 def theory_checkpoint():
     th = PLAN.theory
     return checkpoint(th["model_id"], th["epoch"]) if th else []
@@ -219,7 +230,7 @@ def all_outputs():
     return out
 
 
-MODEL_ID = r"[A-Za-z0-9_]+-[A-Za-z0-9_]+-[A-Za-z0-9_+]+-s\d+"
+MODEL_ID = r"[A-Za-z0-9_]+-[A-Za-z0-9_]+-[A-Za-z0-9_+]+-s\d+(?:-adv_[A-Za-z0-9_]+)?"
 
 
 wildcard_constraints:

@@ -59,5 +59,7 @@ rule check_models:
         "logs/check_models.log",
     conda:
         "../../envs/analysis.yaml"
+    params:
+        split=models_split(),
     script:
         "../../scripts/check_models.py"

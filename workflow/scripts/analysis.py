@@ -26,8 +26,10 @@ def main(sm) -> None:
         md = files.read_text(sm.output.md, "Markdown table")
         files.write_text(sm.output.html, mdhtml.to_html(md, sm.wildcards.name))
     elif sm.rule == "claims":
-        cells = [claims.read_cells(p) for p in sm.input]
-        table, md = claims.render_claims(pd.concat(cells, ignore_index=True))
+        cells = [claims.read_cells(p) for p in sm.input.cells]
+        theory = claims.read_theory(sm.input.theory[0]) if sm.input.theory else None
+        th = claims.thresholds(sm.params.thresholds)  # the config's claims: section
+        table, md = claims.render_claims(pd.concat(cells, ignore_index=True), th, theory, sm.params.source)
         files.write_frame(sm.output.csv, table, float_format="%.6g")
         files.write_text(sm.output.md, md)
         files.write_text(sm.output.html, mdhtml.to_html(md, "claims"))

@@ -52,7 +52,7 @@ def _plt():
 
 
 # ------------------------------------------------------------------------------------------ text for readers
-_MODEL_ID = re.compile(r"\b[A-Za-z0-9_]+-[A-Za-z0-9_]+-[A-Za-z0-9_+]+-s\d+\b")
+_MODEL_ID = re.compile(r"\b[A-Za-z0-9_]+-[A-Za-z0-9_]+-[A-Za-z0-9_+]+-s\d+(?:-adv_[A-Za-z0-9_]+)?\b")
 LABEL_SIZE = 8  # bar labels and legends: readable at the PNG's 150 dpi
 
 
@@ -65,7 +65,8 @@ def readable(text: str) -> str:
         except (ValueError, KeyError):
             return m.group(0)
         seed = f", seed {spec.seed}" if spec.seed else ""
-        return f"{spec.arch} model of tasks {spec.letters} ({spec.weighting} weights{seed})"
+        adv = f", adversarially trained ({spec.adversarial})" if spec.adversarial else ""
+        return f"{spec.arch} model of tasks {spec.letters} ({spec.weighting} weights{seed}{adv})"
 
     return re.sub(r"\beps\b", "ε", _MODEL_ID.sub(model, text))
 

@@ -571,12 +571,16 @@ class Marginal:
 
 
 def dominance_share(bars) -> np.ndarray:
-    """max_k D_k / sum_k |D_k| over the steps D_k of ``bars`` [..., K] (D_0 = bars[0], from no task).
+    """max_k D_k / sum_k |D_k| over the steps D_k = bars[k] - bars[k-1] of ``bars`` [..., K], k >= 1.
 
-    1 when one task makes the whole change, 1/K when all K steps are equal; NaN when nothing changes.
+    Only the steps that add a task count: the first bar is the first task alone, not a step (the paper's
+    cases ask at which added task the increase occurs). 1 when one added task makes the whole change,
+    1/(K-1) when all steps are equal; NaN when nothing changes (or K < 2).
     """
     b = np.asarray(bars, dtype=np.float64)
-    d = np.diff(b, axis=-1, prepend=0.0)
+    if b.shape[-1] < 2:
+        return np.full(b.shape[:-1], np.nan)
+    d = np.diff(b, axis=-1)
     total = np.abs(d).sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, d.max(-1) / np.where(total > 0, total, 1.0), np.nan)
@@ -588,7 +592,8 @@ def marginal_intervals(dl, *, resamples=RESAMPLES, level=LEVEL, seed=SEED) -> Ma
 
     Bars equal ``metrics.adversarial_vulnerability`` (mean over finite samples); steps are paired
     differences of consecutive bars (step 0 = the first bar); both studentized. ``dominance`` =
-    ``dominance_share`` with the percentile interval of its draws.
+    ``dominance_share`` with the percentile interval of its draws; ``dominant_step`` = the index of the
+    largest step after the first task (-1 when there is none).
     """
     x = _columns(dl)
     fin = np.isfinite(x)
@@ -601,8 +606,8 @@ def marginal_intervals(dl, *, resamples=RESAMPLES, level=LEVEL, seed=SEED) -> Ma
         for k in range(1, x.shape[1])
     ]
     dom = interval(float(dominance_share(point)), dominance_share(st.value[1:]), int(ns.min()), level)
-    d = np.diff(point, prepend=0.0)
-    return Marginal(bars, steps, dom, int(np.nanargmax(d)) if np.isfinite(d).any() else -1)
+    d = np.diff(point)  # the steps that add a task (the first bar is not one)
+    return Marginal(bars, steps, dom, int(np.nanargmax(d)) + 1 if np.isfinite(d).any() else -1)
 
 
 # ------------------------------------------------------------------------------------------ seeds

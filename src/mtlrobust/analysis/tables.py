@@ -10,8 +10,8 @@ all is an error.
 
 Every number carries n and a 95 % studentized bootstrap interval over the test samples (``stats.CellDraws``:
 all cells on one set of draws, so differences are paired); a comparison the table invites (multi-task cell
-vs its single-task model, weighted vs uniform, an adaptive attack vs PGD) is marked in the Markdown only
-when its paired interval excludes 0 (``MARKS``).
+vs its single-task model, weighted vs uniform, an adaptive attack vs PGD, adversarially vs standard trained:
+``std_cells``) is marked in the Markdown only when its paired interval excludes 0 (``MARKS``).
 
 Heavy tails: the value is the paper's mean of per-sample ratios; every cell also carries the ratio of means
 (``rom``, with its delta-method interval), the median of the ratios and the share of the largest |ratio| in
@@ -34,6 +34,7 @@ Layouts:
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import warnings
 from pathlib import Path
@@ -63,13 +64,14 @@ CELL_COLUMNS = ["output", "attack", "method", "norm", "kind", "weighting", "main
                 "epoch", "model_id", "value", "lo", "hi", "n", "n_seeds", "rom", "rom_lo", "rom_hi", "median",
                 "top_share", "fragile", "vs", "diff", "diff_lo", "diff_hi", "rom_diff", "rom_diff_lo",
                 "rom_diff_hi", "diff_fw_lo", "diff_fw_hi", "rom_diff_fw_lo", "rom_diff_fw_hi",
-                "fw_k"]  # fmt: skip
+                "fw_k", "obj_diff", "obj_diff_lo", "obj_diff_hi", "variant"]  # fmt: skip
 _PER_SAMPLE = ["sample", "view", "clean_loss", "adv_loss", "clean_error", "adv_error"]
 BARS_NOTE = (
     "E[dL] summed: L = the sum of the attacked tasks' losses (Definition 1); 1/N: the paper's 1/N weighting "
     "of Theorems 2 and 4, i.e. the summed value / N with N the number of attacked tasks. Marginal: the "
     "change when the task is added (paired interval); ↑ / ↓ only where that interval excludes 0. "
-    "Dominance: max step / sum of |steps| (1 = one task makes the whole change)."
+    "Dominance: max step / sum of |steps| over the steps that add a task after the first (the first task's "
+    "own bar is not a step; 1 = one added task makes the whole change)."
 )
 NAN = S.Interval(math.nan, math.nan, math.nan, 0, 0)
 GRID_SUFFIXES = ("", "_lo", "_hi", "_n", "_rom", "_rom_lo", "_rom_hi", "_median", "_top_share")
@@ -81,6 +83,7 @@ MARKS = {
     "single_task": ("↓st", "↑st", "the single-task model of the same main task (italic diagonal)"),
     "uniform": ("↓uni", "↑uni", "the uniformly weighted model with the same tasks"),
     "pgd": ("↓pgd", "↑pgd", "PGD at the same eps and steps on the same model and attacked tasks"),
+    "standard": ("↓std", "↑std", "the same model trained without adversarial examples (table_at)"),
 }
 
 
@@ -239,6 +242,40 @@ class Evaluations:
             cols.append(pd.Series(S.prefix_dl(g, [attacked.split("+")])[:, 0], index=index))
         return pd.concat(cols, axis=1).sort_index().to_numpy(np.float64)
 
+    def objective(self, cell) -> pd.Series:
+        """Per test sample, the attacked objective at the adversarial input: the summed losses of the cell's
+        attacked tasks (what the attacks maximise), the mean over seeds; NaN where a loss is missing."""
+        per = []
+        for c in per_seed(cell):
+            mid, epoch, attack, attacked, _ = _key(c)
+            losses = [self.samples.get((mid, epoch, attack, attacked, t)) for t in attacked.split("+")]
+            if any(g is None for g in losses):
+                continue
+            per.append(sum(g.set_index("sample")["adv_loss"].astype(float) for g in losses))
+        return pd.concat(per, axis=1).mean(axis=1, skipna=False) if per else pd.Series(dtype=float)
+
+    def objective_diff(self, cell_a, cell_b) -> S.Interval:
+        """Paired interval of the mean attacked objective of ``cell_a`` minus ``cell_b`` (same model and
+        attacked tasks under two attacks: the clean objective cancels), studentized like the cells."""
+        both = pd.concat([self.objective(cell_a), self.objective(cell_b)], axis=1).dropna()
+        if len(both) == 0:
+            return NAN
+        x = both.to_numpy(np.float64)
+        st = S.mean_stat(x, S.resample_counts(len(x)))
+        value = float(x[:, 0].mean() - x[:, 1].mean())
+        return st.diff_boot(0, 1, value, len(x)).interval(self.draws.level)
+
+    def variant(self, attack: str) -> str:
+        """The WGD variant an attack ran (its evaluation CSVs' options; '' for other methods)."""
+        g = self.frame[self.frame["attack"] == attack]
+        if not len(g) or str(g["method"].iat[0]) != "wgd":
+            return ""
+        from ..attacks import METHODS
+
+        raw = g["options"].iat[0] if "options" in g.columns else ""
+        options = json.loads(raw) if isinstance(raw, str) and raw.strip().startswith("{") else {}
+        return str(options.get("variant") or METHODS["wgd"].options()["variant"])
+
     def attack_info(self, attack: str) -> tuple[str, str]:
         """(method, norm) of an attack as its evaluation CSVs record them ('' when not evaluated)."""
         g = self.frame[self.frame["attack"] == attack]
@@ -319,6 +356,7 @@ def grid_records(ev: Evaluations, spec: dict) -> list[dict]:
         main = r["labels"][-1]
         by_col = dict(zip(columns, r["cells"], strict=True))
         pgd = dict(zip(columns, r.get("pgd_cells") or [None] * len(columns), strict=True))
+        std = dict(zip(columns, r.get("std_cells") or [None] * len(columns), strict=True))
         for col in columns:
             weighting, aux = col.split(":", 1)
             cell = by_col[col]
@@ -336,9 +374,14 @@ def grid_records(ev: Evaluations, spec: dict) -> list[dict]:
                     other.append(("uniform", uni))
                 if pgd[col] is not None and ev.has(pgd[col]):
                     other.append(("pgd", pgd[col]))
+                if std[col] is not None and ev.has(std[col]):
+                    other.append(("standard", std[col]))
                 comps = [
                     {"vs": vs, **{s: ev.diff_boot(cell, o, s) for s in S.CellDraws.STATS}} for vs, o in other
                 ]
+                for c, (vs, o) in zip(comps, other, strict=True):
+                    if vs == "pgd":  # "stronger than PGD" is also judged on what the attacks maximise
+                        c["obj_iv"] = ev.objective_diff(cell, o)
             out.append({"row": i, "column": col, "labels": r["labels"], "weighting": weighting, "aux": aux,
                         "main": main, "kind": r.get("kind", ""), "attack": r.get("attack", ""), "cell": cell,
                         "iv": iv, "rom": rom, "median": shape[0], "top_share": shape[1],
@@ -410,9 +453,11 @@ def _comparison(c: dict | None) -> dict:
     if c is None:
         return {"vs": ""}
     d, r, fw, rfw = c["mean_iv"], c["rom_iv"], c["mean_fw"], c["rom_fw"]
+    obj = c.get("obj_iv", NAN)
     return {"vs": c["vs"], "diff": d.value, "diff_lo": d.lo, "diff_hi": d.hi, "rom_diff": r.value,
             "rom_diff_lo": r.lo, "rom_diff_hi": r.hi, "diff_fw_lo": fw.lo, "diff_fw_hi": fw.hi,
-            "rom_diff_fw_lo": rfw.lo, "rom_diff_fw_hi": rfw.hi, "fw_k": c["fw_k"]}  # fmt: skip
+            "rom_diff_fw_lo": rfw.lo, "rom_diff_fw_hi": rfw.hi, "fw_k": c["fw_k"], "obj_diff": obj.value,
+            "obj_diff_lo": obj.lo, "obj_diff_hi": obj.hi}  # fmt: skip
 
 
 def grid_cells(name: str, ev: Evaluations, records: list[dict]) -> pd.DataFrame:
@@ -427,7 +472,7 @@ def grid_cells(name: str, ev: Evaluations, records: list[dict]) -> pd.DataFrame:
         base = {"output": name, "attack": first[2], "method": method, "norm": norm,
                 "kind": rec["kind"] or ("multi" if "+" in first[3] else "single"),
                 "weighting": rec["weighting"], "main": rec["main"], "aux": rec["aux"], "epoch": first[1],
-                "model_id": first[0],
+                "model_id": first[0], "variant": ev.variant(first[2]),
                 **_cell_stats(rec["iv"], rec["rom"], rec["median"], rec["top_share"],
                               rec["fragile"])}  # fmt: skip
         for c in rec["comparisons"] or [None]:
@@ -614,7 +659,8 @@ def bars(ev: Evaluations, spec: dict) -> tuple[pd.DataFrame, list[tuple[str, S.M
         dl = ev.dl(cells)
         summed = S.marginal_intervals(dl)
         per_n = S.marginal_intervals(dl / np.arange(1, dl.shape[1] + 1))
-        marginals.append((p["order"], summed, p["letters"][summed.dominant_step]))
+        top = p["letters"][summed.dominant_step] if summed.dominant_step > 0 else ""
+        marginals.append((p["order"], summed, top))
         for k, v in enumerate(vals):
             b, st, b1, st1 = summed.bars[k], summed.steps[k], per_n.bars[k], per_n.steps[k]
             rows.append({"order": p["order"], "step": k + 1, "task": p["letters"][k],
@@ -665,7 +711,7 @@ def bars_markdown(t: pd.DataFrame, marginals) -> str:
     dom = [[o, S.format_interval(m.dominance), task] for o, m, task in marginals]
     return (
         _md_table(head, rows)
-        + "\n## Dominance: share of the total change of E[dL] (summed) carried by the largest step\n\n"
+        + "\n## Dominance: share of the change after the first task carried by the largest step\n\n"
         + _md_table(["order", "dominance share", "largest step"], dom)
     )
 
@@ -779,15 +825,19 @@ def write(
 
     Layouts with their own renderer (``supplementary.TABLES``: recommend, supplementary tables) write the
     CSV and Markdown themselves and may return their cell table; none = a cell table with no row."""
-    from . import steps, supplementary
+    from . import steps, supplementary, table_at
 
     out = Path(out)
     untrained = untrained_models(models)
     layout = spec.get("layout")
-    if layout in supplementary.TABLES or layout in steps.TABLES:
+    if layout in supplementary.TABLES or layout in steps.TABLES or layout in table_at.TABLES:
         if layout in supplementary.TABLES:
             long = supplementary.TABLES[layout](
                 name, spec, list(inputs), out, fragile_share=fragile_share, untrained=untrained
+            )
+        elif layout in table_at.TABLES:
+            long = table_at.TABLES[layout](
+                name, spec, list(inputs), out, fragile_share=fragile_share, models=models
             )
         else:
             long = steps.TABLES[layout](name, spec, list(inputs), out)

@@ -211,6 +211,24 @@ def random_start(x: torch.Tensor, eps: float, norm: str, kind: str, gen: torch.G
     return torch.clamp(x + delta, min=0, max=1)
 
 
+class Start:
+    """How an iterative attack starts: ``draw(x)`` gives a starting iterate for inputs x (detached).
+
+    With a random start (``random_start`` as in ``start_kind``) each draw is a fresh point of the eps-ball
+    around x, clipped to [0, 1], from one local generator made here on ``device`` (``make_generator``), so
+    restarts draw in turn from the same stream; without one it is a copy of x and no generator is made."""
+
+    def __init__(self, eps: float, norm: str, random_start, generator, device: torch.device) -> None:
+        self.eps, self.norm = eps, norm
+        self.kind = start_kind(random_start, norm)
+        self.gen = make_generator(generator, device) if self.kind else None
+
+    def draw(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind is None:
+            return x.clone()
+        return random_start(x, self.eps, self.norm, self.kind, self.gen)
+
+
 # ------------------------------------------------------------------------------------ loss, gradient
 def per_sample(loss_value: torch.Tensor, batch: int) -> torch.Tensor:
     """Check the per-sample loss contract: a tensor of shape [B]."""
@@ -271,12 +289,22 @@ def extend_trace(trace: list | None, runs: list[list[torch.Tensor]]) -> None:
         trace.extend(torch.stack([torch.stack(r) for r in runs]).amax(0).unbind(0))
 
 
-def unmoved_trace(trace: list | None, steps: int, model, loss: Loss, x: torch.Tensor, y) -> None:
-    """eps = 0: the loss after every step is the loss at x (one forward, only when a trace is asked for)."""
+def begin(x, eps: float, norm: str, trace) -> torch.Tensor:
+    """The opening every attack shares once its arguments are checked: check ``trace`` and the inputs x
+    (``check_inputs``), and return x detached."""
+    check_trace(trace)
+    check_inputs(x, eps, norm)
+    return x.detach()
+
+
+def unmoved(trace: list | None, steps: int, model, loss: Loss, x: torch.Tensor, y) -> torch.Tensor:
+    """eps = 0: a copy of x, and in ``trace`` the loss at x after every step (one forward, only when a
+    trace is asked for)."""
     if trace is not None:
         with eval_mode(model):
             value = loss_at(model, loss, x, y)
         trace.extend([value] * steps)
+    return x.clone()
 
 
 def keep_better(best_x, best_loss, cand_x, cand_loss):

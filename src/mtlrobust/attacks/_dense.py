@@ -35,15 +35,11 @@ def weighted_pgd(
     eps, norm, step_size = C.check_args(
         eps, norm, steps=steps, step_size=step_size, random_start=random_start
     )
-    C.check_trace(trace)
-    C.check_inputs(x, eps, norm)
-    x = x.detach()
+    x = C.begin(x, eps, norm, trace)
     if eps == 0:
-        C.unmoved_trace(trace, steps, model, loss, x, y)
-        return x.clone()
+        return C.unmoved(trace, steps, model, loss, x, y)
     alpha = eps / 4 if step_size is None else step_size
-    kind = C.start_kind(random_start, norm)
-    x_adv = C.random_start(x, eps, norm, kind, C.make_generator(generator, x.device)) if kind else x.clone()
+    x_adv = C.Start(eps, norm, random_start, generator, x.device).draw(x)
     after = []
     with C.eval_mode(model):
         for t in range(steps):

@@ -56,9 +56,9 @@ def _proj(v, x, eps, norm, box, tiny_in_min=False):  # torchattacks' arithmetic,
     )
 
 
-def _run(model, loss, x, y, *, eps, norm, steps, eta0, kind, gen, rho, mom, cps, quirk, success_fn):
+def _run(model, loss, x, y, *, eps, norm, steps, eta0, start, rho, mom, cps, quirk, success_fn):
     box = (x - eps, x + eps) if norm == "linf" else None
-    x_adv = C.random_start(x, eps, norm, kind, gen) if kind else x.clone()
+    x_adv = start.draw(x)
     x_best = x_best_adv = x_old = x_adv
     loss_cur, grad, out = C.loss_and_grad(model, loss, x_adv, y)
     grad_best, loss_best = grad, loss_cur
@@ -176,19 +176,15 @@ def apgd(
         eps, norm, steps=steps, step_size=step_size, restarts=restarts, random_start=random_start
     )
     check(rho=rho, momentum=momentum, schedule=schedule, quirk_first_window=quirk_first_window)
-    C.check_trace(trace)
-    C.check_inputs(x, eps, norm)
+    x = C.begin(x, eps, norm, trace)
     if trace is not None and success_fn is not None:
         raise ValueError("trace needs success_fn=None: with success_fn, restarts attack a shrinking subset")
     cps = set(checkpoints(steps, schedule))
-    x = x.detach()
     if eps == 0:
-        C.unmoved_trace(trace, steps, model, loss, x, y)
-        return x.clone()
-    kind = C.start_kind(random_start, norm)
-    gen = C.make_generator(generator, x.device) if kind else None
+        return C.unmoved(trace, steps, model, loss, x, y)
+    start = C.Start(eps, norm, random_start, generator, x.device)
     eta0 = 2 * eps if step_size is None else step_size
-    run = partial(_run, model, loss, eps=eps, norm=norm, steps=steps, eta0=eta0, kind=kind, gen=gen, rho=rho,
+    run = partial(_run, model, loss, eps=eps, norm=norm, steps=steps, eta0=eta0, start=start, rho=rho,
                   mom=momentum, cps=cps, quirk=quirk_first_window, success_fn=success_fn)  # fmt: skip
     with C.eval_mode(model):
         if success_fn is None:

@@ -31,12 +31,9 @@ def fgsm(model, loss, x, y, *, eps, norm="linf", trace=None) -> torch.Tensor:
         >>> x_adv = fgsm(model, MultiTaskObjective("seg"), x, (targets, masks), eps=8 / 255)
     """
     eps, norm, _ = C.check_args(eps, norm)
-    C.check_trace(trace)
-    C.check_inputs(x, eps, norm)
-    x = x.detach()
+    x = C.begin(x, eps, norm, trace)
     if eps == 0:
-        C.unmoved_trace(trace, 1, model, loss, x, y)
-        return x.clone()
+        return C.unmoved(trace, 1, model, loss, x, y)
     with C.eval_mode(model):
         _, grad, _ = C.loss_and_grad(model, loss, x, y)
         x_adv = torch.clamp(x + eps * C.normalized_step(grad, norm), min=0, max=1)

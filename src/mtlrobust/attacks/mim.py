@@ -60,15 +60,11 @@ def mim(
         eps, norm, steps=steps, step_size=step_size, random_start=random_start
     )
     check(decay=decay)
-    C.check_trace(trace)
-    C.check_inputs(x, eps, norm)
-    x = x.detach()
+    x = C.begin(x, eps, norm, trace)
     if eps == 0:
-        C.unmoved_trace(trace, steps, model, loss, x, y)
-        return x.clone()
+        return C.unmoved(trace, steps, model, loss, x, y)
     alpha = eps / 4 if step_size is None else step_size
-    kind = C.start_kind(random_start, norm)
-    x_adv = C.random_start(x, eps, norm, kind, C.make_generator(generator, x.device)) if kind else x.clone()
+    x_adv = C.Start(eps, norm, random_start, generator, x.device).draw(x)
     momentum, after = torch.zeros_like(x), []
     with C.eval_mode(model):
         for i in range(steps):

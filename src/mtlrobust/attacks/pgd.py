@@ -72,19 +72,15 @@ def pgd(
         eps, norm, steps=steps, step_size=step_size, restarts=restarts, random_start=random_start
     )
     check(restarts=restarts, random_start=random_start, return_best=return_best)
-    C.check_trace(trace)
-    C.check_inputs(x, eps, norm)
-    x = x.detach()
+    x = C.begin(x, eps, norm, trace)
     if eps == 0:
-        C.unmoved_trace(trace, steps, model, loss, x, y)
-        return x.clone()
+        return C.unmoved(trace, steps, model, loss, x, y)
     alpha = eps / 4 if step_size is None else step_size
-    kind = C.start_kind(random_start, norm)
-    gen = C.make_generator(generator, x.device) if kind else None
+    start = C.Start(eps, norm, random_start, generator, x.device)
     best, runs = (None, None), []  # best (x, loss) per sample over restarts; losses after each step
     with C.eval_mode(model):
         for _ in range(restarts):
-            x_adv = C.random_start(x, eps, norm, kind, gen) if kind else x.clone()
+            x_adv = start.draw(x)
             run, after = (None, None), []  # best iterate of this run; its loss after each step
             for i in range(steps):
                 value, grad, _ = C.loss_and_grad(model, loss, x_adv, y)

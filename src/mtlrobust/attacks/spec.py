@@ -28,6 +28,7 @@ from .objective import MultiTaskObjective
 from .pgd import check as check_pgd
 from .pgd import pgd
 from .segpgd import segpgd
+from .wgd import caption as caption_wgd
 from .wgd import check as check_wgd
 from .wgd import wgd
 
@@ -37,13 +38,26 @@ NOT_FROM_SPEC = frozenset({"model", "loss", "task_losses", "x", "y", "generator"
 
 @dataclass(frozen=True)
 class Method:
-    """One attack method. ``fn(model, loss, x, y, *, eps, ...)``; with ``per_task_losses`` it takes
-    {task: per-sample loss} (``MultiTaskObjective.task_losses()``) instead of one loss. ``check`` validates
-    the method's own options (keyword-only, named as ``fn``'s); the shared keys are checked for all."""
+    """One attack method and all the rest of the package needs to know of it, so that code outside attacks/
+    need not test a method's name.
+
+    ``fn(model, loss, x, y, *, eps, ...)``; with ``per_task_losses`` it takes {task: per-sample loss}
+    (``MultiTaskObjective.task_losses()``) instead of one loss. ``check`` validates the method's own options
+    (keyword-only, named as ``fn``'s); the shared keys are checked for all. ``summary``: one line naming the
+    attack, for captions and claims. ``best_iterate``: the attack returns each sample's highest-loss iterate
+    rather than its last one (a method with a ``return_best`` option leaves it to the spec). ``fixed_steps``:
+    the steps every run takes, for a method without a ``steps`` option (fgsm: 1). ``reference``: the plain
+    attack others are compared with at the same norm, eps and steps (Table 2's marks against PGD).
+    ``caption``: (name, spec) pairs of a table's attacks of this method -> a sentence for the table's note."""
 
     fn: Callable | None
+    summary: str
     per_task_losses: bool = False
     check: Callable[..., object] | None = None
+    best_iterate: bool = False
+    fixed_steps: int | None = None
+    reference: bool = False
+    caption: Callable[[list[tuple[str, Mapping]]], str] | None = None
 
     def options(self) -> dict[str, object]:
         """The spec keys this method takes, with ``fn``'s defaults."""
@@ -52,16 +66,34 @@ class Method:
         params = inspect.signature(self.fn).parameters.values()
         return {p.name: p.default for p in params if p.kind is p.KEYWORD_ONLY and p.name not in NOT_FROM_SPEC}
 
+    def steps(self, spec: Mapping) -> int:
+        """The steps (gradient iterations) one run of ``spec`` takes: 0 for no attack."""
+        if self.fixed_steps is not None:
+            return self.fixed_steps
+        return int(spec.get("steps") or self.options()["steps"])
+
+    def returns_best(self, spec: Mapping) -> bool:
+        """Whether a run of ``spec`` returns each sample's best iterate (by attacked loss) or its last one."""
+        return self.best_iterate or bool(spec.get("return_best"))
+
 
 METHODS: dict[str, Method] = {
-    "none": Method(None),
-    "fgsm": Method(fgsm),
-    "pgd": Method(pgd, check=check_pgd),
-    "mim": Method(mim, check=check_mim),
-    "apgd": Method(apgd, check=check_apgd),
-    "wgd": Method(wgd, per_task_losses=True, check=check_wgd),
-    "segpgd": Method(segpgd),
-    "cospgd": Method(cospgd),
+    "none": Method(None, "no attack (the clean inputs)", fixed_steps=0),
+    "fgsm": Method(fgsm, "FGSM, one gradient step of size eps (Goodfellow et al. 2015)", fixed_steps=1),
+    "pgd": Method(pgd, "PGD, projected gradient ascent (Madry et al. 2018)", check=check_pgd, reference=True),
+    "mim": Method(mim, "MIM, iterative attack with momentum (Dong et al. 2018)", check=check_mim),
+    "apgd": Method(
+        apgd, "APGD, PGD with a self-tuned step (Croce & Hein 2020)", check=check_apgd, best_iterate=True
+    ),
+    "wgd": Method(
+        wgd,
+        "WGD, PGD on weighted task gradients (Ghamizi et al. 2022)",
+        per_task_losses=True,
+        check=check_wgd,
+        caption=caption_wgd,
+    ),
+    "segpgd": Method(segpgd, "SegPGD, PGD on a per-pixel re-weighted segmentation loss (Gu et al. 2022)"),
+    "cospgd": Method(cospgd, "CosPGD, PGD on a cosine-weighted per-pixel loss (Agnihotri et al. 2023)"),
 }
 
 

@@ -9,6 +9,7 @@ import torch
 from . import _common as C
 
 VARIANTS = {"balanced": (-1.0, True), "paper": (1.0, False)}  # (gamma, normalize_task_gradients)
+DEFAULT_VARIANT = "balanced"
 
 
 def check(*, variant, gamma, normalize_task_gradients) -> tuple[float, bool]:
@@ -36,6 +37,24 @@ def check(*, variant, gamma, normalize_task_gradients) -> tuple[float, bool]:
     )
 
 
+def variant_of(spec: Mapping) -> str:
+    """The WGD variant an attack spec runs, with its overrides."""
+    variant = spec.get("variant") or DEFAULT_VARIANT
+    extra = [f"{k} {spec[k]}" for k in ("gamma", "normalize_task_gradients") if spec.get(k) is not None]
+    return f"{variant} ({', '.join(extra)})" if extra else variant
+
+
+def caption(named: list[tuple[str, Mapping]]) -> str:
+    """The sentence a table's note adds for its WGD attacks ((name, spec) pairs): their variants, and why
+    a single-task cell repeats PGD."""
+    variants = ", ".join(f"{name} = {variant_of(spec)}" for name, spec in named)
+    return (
+        f"WGD variants: {variants} (balanced: each task's gradient normalised and weighted by 1 / r_i, our "
+        "default; paper: the paper's literal rule, weighted by r_i, no normalisation). With one attacked "
+        "task r_i = 1 and WGD equals PGD, so its single-task diagonal repeats PGD under another name."
+    )
+
+
 def wgd(
     model,
     task_losses: Mapping,
@@ -47,7 +66,7 @@ def wgd(
     steps=25,
     step_size=None,
     random_start=True,
-    variant="balanced",
+    variant=DEFAULT_VARIANT,
     gamma=None,
     normalize_task_gradients=None,
     generator=None,
@@ -108,8 +127,7 @@ def wgd(
         eps, norm, steps=steps, step_size=step_size, random_start=random_start
     )
     gamma, normalize = check(variant=variant, gamma=gamma, normalize_task_gradients=normalize_task_gradients)
-    C.check_trace(trace)
-    C.check_inputs(x, eps, norm)
+    x = C.begin(x, eps, norm, trace)
     if not isinstance(task_losses, Mapping) or not task_losses:
         raise ValueError(
             f"task_losses must be a non-empty mapping task -> per-sample loss, got {task_losses!r}"
@@ -119,13 +137,10 @@ def wgd(
     def total(out, y):
         return sum(C.per_sample(fn(out, y), x.shape[0]) for fn in fns)
 
-    x = x.detach()
     if eps == 0:
-        C.unmoved_trace(trace, steps, model, total, x, y)
-        return x.clone()
+        return C.unmoved(trace, steps, model, total, x, y)
     alpha = eps / 4 if step_size is None else step_size
-    kind = C.start_kind(random_start, norm)
-    x_adv = C.random_start(x, eps, norm, kind, C.make_generator(generator, x.device)) if kind else x.clone()
+    x_adv = C.Start(eps, norm, random_start, generator, x.device).draw(x)
     loss0, after = None, []
     with C.eval_mode(model):
         for i in range(steps):

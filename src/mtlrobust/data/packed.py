@@ -106,6 +106,7 @@ def prepare(
     *,
     split_csv: str | os.PathLike | None = None,
     threshold: int | None = None,
+    val_threshold: int | None = None,
     buildings: Sequence[str] | None = None,
     skip_bad: bool = False,
     allow_missing: bool = False,
@@ -113,13 +114,16 @@ def prepare(
 ) -> list[Path]:
     """Write ``{out}/{split}/`` for each split; returns the split folders.
 
-    Split rule: ``threshold`` (paper code: point < threshold is train, the rest is val and test),
+    Split rule: ``threshold`` (point < threshold is train; with ``val_threshold`` threshold <= point <
+    val_threshold is val and the rest test, without it the paper code's rule: the rest is val and test),
     else the split CSV (``split_csv`` or ``{raw}/train_val_test_split.csv``). ``buildings``
     restricts the buildings read. A bad file raises ``TaskonomyFileError`` unless ``skip_bad``.
     """
     raw, out = Path(raw), Path(out)
     ts = T.canonical(T.parse(tasks))
     csv_path, thr = _split_rule(raw, split_csv, threshold)
+    if val_threshold is not None and (thr is None or val_threshold <= thr):
+        raise ValueError(f"--val-threshold {val_threshold} needs --threshold N with N < {val_threshold}")
     by_split = tx.read_split_csv(csv_path) if csv_path is not None else None
     done = []
     for split in splits:
@@ -129,12 +133,17 @@ def prepare(
         if buildings is not None:
             wanted = list(buildings) if wanted is None else [b for b in wanted if b in set(buildings)]
         index = tx.scan(raw, ts, wanted, allow_missing=allow_missing)
-        views = index.views if by_split is not None else tx.select_views(index.views, split, threshold=thr)
+        views = (
+            index.views
+            if by_split is not None
+            else tx.select_views(index.views, split, threshold=thr, val_threshold=val_threshold)
+        )
         if not views:
             raise ValueError(
                 f"split {split!r} has no views under {raw} (buildings {wanted}, threshold {thr})"
             )
         rule = f"csv:{csv_path}" if csv_path is not None else f"threshold:{thr}"
+        rule += f":{val_threshold}" if val_threshold is not None else ""
         done.append(_write_split(index, views, ts, resolution, out / split, split, rule, skip_bad, progress))
     return done
 
@@ -380,6 +389,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rule.add_argument("--split-csv", help=f"official split CSV (default: RAW/{tx.SPLIT_CSV_NAME})")
     rule.add_argument("--threshold", "--split-point-threshold", dest="threshold", type=int,
                       help="point id < N: train; the rest: val and test (paper code: 1200)")  # fmt: skip
+    parser.add_argument(
+        "--val-threshold", type=int, help="with --threshold N: N <= point id < this is val, the rest test"
+    )
     parser.add_argument("--buildings", nargs="+", help="only these buildings")
     parser.add_argument(
         "--skip-bad", action="store_true", help="skip unreadable views, list them in bad_views.csv"
@@ -392,6 +404,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     prepare(args.raw, args.out, args.tasks, args.resolution, args.split or tx.SPLITS,
-            split_csv=args.split_csv, threshold=args.threshold, buildings=args.buildings,
+            split_csv=args.split_csv, threshold=args.threshold, val_threshold=args.val_threshold,
+            buildings=args.buildings,
             skip_bad=args.skip_bad, allow_missing=args.allow_missing)  # fmt: skip
     return 0

@@ -299,11 +299,16 @@ def read_split_csv(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def threshold_split(point: int, split: str, threshold: int) -> bool:
-    """Paper-code rule: point < threshold is train; the rest is the held-out set (val = test)."""
+def threshold_split(point: int, split: str, threshold: int, val_threshold: int | None = None) -> bool:
+    """Point-id rule: point < threshold is train. Without ``val_threshold`` the paper code's rule: the rest
+    is the held-out set (val = test); with it, threshold <= point < val_threshold is val, the rest test."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    return point < threshold if split == "train" else point >= threshold
+    if split == "train":
+        return point < threshold
+    if val_threshold is None:
+        return point >= threshold
+    return threshold <= point < val_threshold if split == "val" else point >= val_threshold
 
 
 def select_views(
@@ -312,6 +317,7 @@ def select_views(
     *,
     split_buildings: Mapping[str, list[str]] | None = None,
     threshold: int | None = None,
+    val_threshold: int | None = None,
 ) -> list[View]:
     """Views of one split: by building (``split_buildings`` from ``read_split_csv``) or point threshold."""
     if (split_buildings is None) == (threshold is None):
@@ -319,4 +325,4 @@ def select_views(
     if split_buildings is not None:
         keep = set(split_buildings[split])
         return [v for v in views if v.building in keep]
-    return [v for v in views if threshold_split(v.point, split, threshold)]
+    return [v for v in views if threshold_split(v.point, split, threshold, val_threshold)]

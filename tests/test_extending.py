@@ -1,0 +1,176 @@
+"""README "Extending": a new attack is one file plus its import and ``METHODS`` line, and a study can use it.
+
+The test copies the package, adds ``attacks/noise.py`` (uniform noise in the eps-ball, with its own
+``Method`` line) and nothing else, then, with the copy first on the path, plans the test study with Table 2
+set to that attack, trains its models, evaluates them with ``mtlrobust evaluate`` and renders Table 2.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from mtlrobust.attacks import METHODS, MultiTaskObjective, run_attack
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "src" / "mtlrobust"
+
+NOISE = '''"""Uniform noise in the eps-ball: a gradient-free baseline every attack should beat."""
+
+import torch
+
+from . import _common as C
+
+
+def noise(model, loss, x, y, *, eps, norm="linf", generator=None, trace=None) -> torch.Tensor:
+    """A random point of the eps-ball around x (``pgd``'s uniform start), clipped to [0, 1]."""
+    eps, norm, _ = C.check_args(eps, norm)
+    x = C.begin(x, eps, norm, trace)
+    x_adv = C.Start(eps, norm, True, generator, x.device).draw(x)
+    if trace is not None:
+        with C.eval_mode(model):
+            trace.append(C.loss_at(model, loss, x_adv, y))
+    return x_adv
+'''
+IMPORT = "from .noise import noise\n"
+SUMMARY = "uniform noise in the eps-ball, a gradient-free baseline"
+ENTRY = f'    "noise": Method(noise, "{SUMMARY}", fixed_steps=1),\n'
+
+# Run with the copy first on the path: plan the study, train and evaluate what Table 2 needs, render it.
+DRIVER = """
+import shlex, sys
+from pathlib import Path
+
+import yaml
+
+import mtlrobust
+from mtlrobust import cli, commands, study
+from mtlrobust.analysis import tables
+
+config, data = yaml.safe_load(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+print("package:", mtlrobust.__file__)
+plan = study.plan_of(config, sys.argv[1], {})
+table2 = plan.outputs["table2"]
+csvs = []
+for model_id, epoch, attack in table2.evals:
+    m = plan.models[model_id]
+    ckpt = Path(f"results/models/{model_id}/epoch{epoch}.pt")
+    if not ckpt.exists():
+        words = [*shlex.split(commands.model(m)), *shlex.split(commands.training(config, m.arch))]
+        assert cli.main(["train", "--data", str(data), *words, "--epochs", str(epoch), "--out", str(ckpt),
+                         "--no-progress"]) == 0
+    csv = Path(f"results/evals/{model_id}/epoch{epoch}/{attack}.csv")
+    subsets = plan.evals[(model_id, epoch, attack)]
+    words = [*shlex.split(commands.attacked(subsets)), *shlex.split(commands.evaluation(config))]
+    assert cli.main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data / "test"), "--attack-json",
+                     plan.attack_json(attack), *words, "--out", str(csv)]) == 0
+    csvs.append(str(csv))
+tables.write("table2", table2.spec, csvs, Path("results/table2.csv"), Path("results/cells/table2.csv"))
+"""
+
+
+class Wavy(torch.nn.Module):
+    """Two task outputs so wavy in x that an attack's loss can fall between steps (best != last)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Conv2d(3, 18, 3, padding=1)
+
+    def forward(self, x):
+        out = torch.sin(60 * self.net(x))
+        return {"seg": out, "depth_z": out[:, :1]}
+
+
+@pytest.mark.parametrize("method", sorted(m for m in METHODS if METHODS[m].fn is not None))
+def test_method_entries_say_how_many_steps_and_which_iterate(method):
+    """``Method.steps`` is the length of the attack's trace (one loss per step) and ``returns_best`` says
+    whether x_adv is the last iterate (its loss is the trace's last) or the best one (no lower than any)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 3, 8, 8, generator=g)
+    seg, depth = torch.randint(1, 18, (2, 8, 8), generator=g), torch.rand(2, 1, 8, 8, generator=g)
+    targets = {"seg": seg, "depth_z": depth}
+    masks = {t: torch.ones_like(v, dtype=torch.bool) for t, v in targets.items()}
+    y, model, m = (targets, masks), Wavy(), METHODS[method]
+    # eps 0.1: here both apgd's and pgd's (return_best, step_size 0.1) best iterate is not their last
+    for extra in [{}, {"steps": 4}, {"return_best": True, "steps": 4, "step_size": 0.1}]:
+        spec = {"method": method, "eps": 0.1, **{k: v for k, v in extra.items() if k in m.options()}}
+        trace = []
+        x_adv = run_attack(spec, model, x, y, "seg+depth_z", generator=0, trace=trace)
+        assert len(trace) == m.steps(spec)
+        with torch.no_grad():
+            at = MultiTaskObjective("seg+depth_z")(model(x_adv), y)
+        if m.returns_best(spec):
+            assert (at >= torch.stack(trace).amax(0) - 1e-6).all()
+        else:
+            torch.testing.assert_close(at, trace[-1])
+    assert METHODS["apgd"].returns_best({}) and METHODS["pgd"].returns_best({"return_best": True})
+    assert not METHODS["pgd"].returns_best({}) and METHODS["fgsm"].steps({}) == 1
+
+
+def add_attack(root: Path) -> Path:
+    """A copy of the package under ``root`` with the noise attack added: one file, two lines of spec.py."""
+    pkg = root / "mtlrobust"
+    shutil.copytree(PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "attacks" / "noise.py").write_text(NOISE)
+    spec = pkg / "attacks" / "spec.py"
+    text = spec.read_text()
+    head, after = "METHODS: dict[str, Method] = {\n", "from .objective import"
+    assert text.count(head) == 1 and text.count(after) == 1
+    spec.write_text(text.replace(after, IMPORT + after).replace(head, head + ENTRY))
+    return pkg
+
+
+def changed_files(a: Path, b: Path) -> list[str]:
+    """Files that differ between two trees, or exist in one only (relative paths)."""
+    cmp, out = filecmp.dircmp(a, b, ignore=["__pycache__"]), []
+    stack = [(cmp, "")]
+    while stack:
+        c, rel = stack.pop()
+        out += [rel + n for n in c.left_only + c.right_only + c.diff_files]
+        stack += [(sub, f"{rel}{n}/") for n, sub in c.subdirs.items()]
+    return sorted(out)
+
+
+def study_with_noise() -> dict:
+    """The test study, one training epoch, with Table 2 alone, on the noise attack."""
+    config = yaml.safe_load((REPO / "studies" / "test.yaml").read_text())
+    config["training"].update(epochs=1, milestones=[1])
+    config["attacks"]["noise"] = {"method": "noise", "eps": "8/255"}
+    config["study"] = {name: {"enabled": False} for name in config["study"]}
+    config["study"]["table2"] = {"mains": ["s"], "attacks": ["noise"]}
+    return config
+
+
+@pytest.mark.slow
+def test_a_new_attack_is_one_file_and_its_registry_line(packed_dir, tmp_path):
+    pkg = add_attack(tmp_path / "src")
+    assert changed_files(PACKAGE, pkg) == ["attacks/noise.py", "attacks/spec.py"]
+    lines = (pkg / "attacks" / "spec.py").read_text().splitlines(keepends=True)
+    assert len(lines) == len((PACKAGE / "attacks" / "spec.py").read_text().splitlines()) + 2
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "study.yaml").write_text(yaml.safe_dump(study_with_noise(), sort_keys=False))
+    (work / "driver.py").write_text(DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
+    env.pop("MTLROBUST_WARM", None)
+    proc = subprocess.run([sys.executable, "driver.py", "study.yaml", str(packed_dir)], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=1200)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"package: {pkg / '__init__.py'}" in proc.stdout
+    table = pd.read_csv(work / "results" / "table2.csv")
+    assert list(zip(table["attack"], table["main"], strict=True)) == [("noise", "s")]
+    cells = [f"{w}:{t}" for w in ("uniform", "paper") for t in "sd"]
+    assert all(math.isfinite(v) for v in table[cells].to_numpy().ravel())
+    assert (table[[f"{c}_n" for c in cells]] == 4).all().all()  # evaluation.limit of the test study
+    assert "noise" in (work / "results" / "table2.md").read_text()

@@ -59,7 +59,7 @@ FLAGS = {"dataset.split_csv": "--split-csv", "dataset.taskonomy.url_template": "
 def base(source: str = "taskonomy", **dataset) -> dict:
     """The test study on Taskonomy data (download when no root), split by the buildings' CSV."""
     config = copy.deepcopy(TEST_STUDY)
-    config["dataset"].update(source=source, split_point_threshold=None, **dataset)
+    config["dataset"].update(source=source, split_point_threshold=None, split_point_val=None, **dataset)
     config["dataset"].setdefault("taskonomy", {}).setdefault("agree_licence", True)
     return config
 
@@ -174,7 +174,7 @@ def test_data_rules_run_from_a_hostile_root_with_a_space(tmp_path):
     workdir = tmp_path / "work dir"
     workdir.mkdir()
     synth = copy.deepcopy(TEST_STUDY)
-    synth["dataset"]["split_point_threshold"] = None
+    synth["dataset"].update(split_point_threshold=None, split_point_val=None)
     raw = f"resources/{NAME}/raw"
     proc = snakemake(workdir, synth, raw)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -52,6 +52,9 @@ onstart:
 
 
 # ------------------------------------------------------------------------------------ data
+RAW = "resources/{dataset}/raw"  # the raw Taskonomy layout, synthesized or downloaded
+
+
 def packed_files(split, dataset=DATASET):
     """The prepared arrays of one split (what a job reading it depends on)."""
     names = ["rgb.npy", "views.csv", "meta.json"] + [f"{t}.npy" for t in TASKS]
@@ -95,7 +98,7 @@ def raw_dir():
     root = config["dataset"]["taskonomy"]["root"]
     if config["dataset"]["source"] == "taskonomy" and root is not None:
         return root
-    return f"resources/{DATASET}/raw"
+    return RAW.format(dataset=DATASET)
 
 
 # ------------------------------------------------------------------------------------ models and attacks

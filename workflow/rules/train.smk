@@ -17,7 +17,7 @@ rule train:
         ckpt=CHECKPOINT,
         log=TRAIN_LOG,
     # A warm (local) job's benchmark measures its launcher; the forked job's own wall time, CPU time and
-    # peak memory go to the .job.tsv log (cold jobs write none: their benchmark measures them; README
+    # peak memory go to the .job.tsv log (empty for a cold job, whose benchmark measures it; README
     # "Warm start").
     log:
         out=f"{TRAIN_JOB}.log",

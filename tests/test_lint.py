@@ -15,7 +15,9 @@ def _run(*cmd: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("study", ["config.yaml", "studies/test.yaml", "studies/paper.yaml"])
+@pytest.mark.parametrize(
+    "study", ["config.yaml", "studies/test.yaml", "studies/paper.yaml", "studies/adversarial.yaml"]
+)
 def test_snakemake_lint_is_clean(study):
     # --lint parses the whole workflow, so this also checks that each study validates against the schema.
     proc = _run(sys.executable, "-m", "snakemake", "--lint", "--configfile", study)

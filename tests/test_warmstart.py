@@ -132,6 +132,32 @@ def test_warm_stages_write_the_same_bytes_as_cold_ones(fake_root, warm_env, tmp_
     assert served.count("exit 0, ") >= 2  # each forked job's CPU time is logged
 
 
+def test_a_warm_job_records_its_own_time_and_memory_where_asked(fake_root, warm_env, tmp_path):
+    """MTLROBUST_WARM_STATS (set by the train and evaluate rules to their .job.tsv log): a forked job writes
+    there what its launcher's benchmark cannot see, its own wall time (all its epochs), CPU time and peak
+    memory; a cold job writes nothing (a benchmark of its command measures it)."""
+    log = worker_log(warm_env)
+    stats = tmp_path / "job.tsv"
+    env = {**warm_env, warmstart.STATS_ENV: str(stats)}
+    cold = cli({**env, warmstart.ENV: "0"}, *train_argv(fake_root, tmp_path / "cold", epochs=2))
+    assert cold.returncode == 0 and not stats.exists()
+    launchers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    warm = cli(env, *train_argv(fake_root, tmp_path / "warm", epochs=2))
+    elapsed = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the launcher's: the forked job is the worker's
+    launcher_cpu = after.ru_utime + after.ru_stime - launchers.ru_utime - launchers.ru_stime
+    assert warm.returncode == 0, warm.stderr
+    assert f"--out {tmp_path / 'warm' / 'epoch1.pt'}" in log.read_text()  # it ran forked
+    row = pd.read_csv(stats, sep="\t").to_dict("records")
+    assert len(row) == 1 and "warm-start worker" in row[0]["measured"], row
+    epochs = pd.read_csv(tmp_path / "warm" / "log.csv")["time_s"].sum()
+    assert 0 < epochs <= row[0]["s"] <= elapsed, (epochs, row, elapsed)
+    assert row[0]["cpu_time"] > launcher_cpu, (row, launcher_cpu)
+    assert row[0]["max_rss"] > 100  # MiB: torch and the model are in the job's memory, not the launcher's
+    assert not list(tmp_path.glob("job.tsv.*"))  # written in one step
+
+
 def test_warm_errors_and_exit_status_are_the_commands(warm_env, tmp_path):
     log = worker_log(warm_env)
     argv = fails_fast(tmp_path)

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from mtlrobust import study
+
 REPO = Path(__file__).resolve().parents[1]
 STUDY = yaml.safe_load((REPO / "studies" / "test.yaml").read_text())
 MORE = ["recommend", "supp_tables", "figure1_orders", "table_sets", "figure1_retrained", "steps"]  # issue 11
@@ -83,6 +85,17 @@ def test_local_runs_fork_the_torch_jobs_from_a_warm_worker(study_run):
     assert "ready on" in log and set(forked) == {"0"} and len(forked) == len(started), log[-3000:]
     # the first jobs run cold while the worker imports torch
     assert len(torch_jobs) // 2 <= len(forked) <= len(torch_jobs), (len(forked), len(torch_jobs))
+    # each forked train or evaluate job wrote its own figures next to its benchmark, which measured its
+    # launcher (waiting for the job: at least the job's wall time); a cold job's is empty (Snakemake
+    # creates the logs a job did not write)
+    job_tsvs = sorted([*(logs / "train").rglob("*.job.tsv"), *(logs / "evaluate").rglob("*.job.tsv")])
+    written = [p for p in job_tsvs if p.stat().st_size]
+    assert len(job_tsvs) == len(torch_jobs) - len(list(logs.glob("theory*")))
+    assert len(written) == len(re.findall(r"^pid \d+: mtlrobust (?:train|evaluate) ", log, re.M)) > 0
+    for path in written:
+        job = pd.read_csv(path, sep="\t").iloc[0]
+        bench = pd.read_csv(path.with_name(path.name.replace(".job.tsv", ".benchmark.tsv")), sep="\t").iloc[0]
+        assert 0 < job["s"] <= bench["s"] and job["cpu_time"] > 0 and job["max_rss"] > 0, (path, job, bench)
 
 
 def _read(run_dir: Path, name: str) -> pd.DataFrame:
@@ -282,11 +295,7 @@ def test_changing_one_attack_reruns_only_its_jobs_and_the_outputs_showing_it(stu
     proc = snakemake(study_run, config, "-n")
     assert proc.returncode == 0, proc.stderr
     jobs = planned_jobs(proc.stdout + proc.stderr)
-    evaluations = [w for rule, w in jobs if rule == "evaluate"]
-    for rule, w in jobs:  # steps output evaluations record every step; wildcard model/epochE/attack
-        if rule == "evaluate_traced":
-            model_id, epoch, attack = w["traced"].split("/")
-            evaluations.append({"model_id": model_id, "epoch": epoch.removeprefix("epoch"), "attack": attack})
+    evaluations = [w for rule, w in jobs if rule in ("evaluate", "evaluate_traced")]
     assert evaluations and all(w["attack"] == "wgd" for w in evaluations)
     wgd_models = {p.parent.parent.name for p in (study_run / "results" / "evals").glob("*/epoch*/wgd.csv")}
     assert {w["model_id"] for w in evaluations} == wgd_models
@@ -294,6 +303,31 @@ def test_changing_one_attack_reruns_only_its_jobs_and_the_outputs_showing_it(stu
     # only Table 2 and the steps output show WGD (and the claims read Table 2's cell table)
     assert others == [("aggregate", ""), ("all", ""), ("claims", ""), ("figure", "steps"), ("table", "steps"),
                       ("table", "table2")]  # fmt: skip
+
+
+def test_evaluations_whose_steps_an_output_reads_and_only_they_write_steps(tmp_path):
+    """One evaluate rule, with the per-step output for the evaluations of PLAN.traced (rule evaluate_traced):
+    a dry run plans every evaluation once, and --steps-out writes exactly the traced ones' .steps.csv."""
+    proc = snakemake(tmp_path, STUDY, "-n", "--printshellcmds", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    plan = study.load(REPO / "studies" / "test.yaml")
+    jobs = {"evaluate": {}, "evaluate_traced": {}}
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", proc.stdout + proc.stderr):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if rule and rule.group(1) in jobs:
+            model_id, epoch, attack = re.search(
+                r"wildcards: model_id=(.+), epoch=(\d+), attack=(\w+)$", block, re.M
+            ).groups()
+            key = (model_id, int(epoch), attack)
+            output = re.search(r"^\s+output: (.*)$", block, re.M).group(1)
+            shell = re.search(r"^Shell command: (.*)$", block, re.M).group(1)
+            jobs[rule.group(1)][key] = (output, shell)
+    assert plan.traced and set(jobs["evaluate_traced"]) == plan.traced
+    assert set(jobs["evaluate"]) == set(plan.evals) - plan.traced
+    for (model_id, epoch, attack), (output, shell) in jobs["evaluate_traced"].items():
+        steps = f"results/evals/{model_id}/epoch{epoch}/{attack}.steps.csv"
+        assert steps in output.split(", ") and f"--steps-out {steps} " in shell, (output, shell)
+    assert not any("--steps-out" in shell or ".steps.csv" in out for out, shell in jobs["evaluate"].values())
 
 
 def test_bad_config_fails_before_any_job_with_a_clear_message(tmp_path):

@@ -2,7 +2,7 @@
 
 Training computes the training-set statistics once (``target_statistics``), starts each task head at them
 and logs, per epoch and task, the validation error of the model (``val_error_{task}``) and of the constant
-predictor (``trivial_error_{task}``). ``scripts/check_models.py`` reads those columns back with
+predictor (``trivial_error_{task}``). ``workflow/scripts/check_models.py`` reads those columns back with
 ``compare_last_epoch``; that part needs no torch (the analysis environment has none).
 """
 

@@ -53,6 +53,9 @@ from pathlib import Path
 ENV = "MTLROBUST_WARM"
 IDLE_ENV = "MTLROBUST_WARM_IDLE"
 TIMEOUT_ENV = "MTLROBUST_WARM_TIMEOUT"
+# Where a forked job writes its own wall time, CPU time and peak memory (the workflow's train and evaluate
+# rules set it next to their benchmark: file, which sees only the launcher of a warm job).
+STATS_ENV = "MTLROBUST_WARM_STATS"
 # What a child would otherwise import itself: torch, what its optimizers import on their first step, and the
 # modules of the stages the workflow launches (named, not imported from the command line: no import cycle).
 PRELOAD = ("torch", "torch._dynamo", "mtlrobust.train", "mtlrobust.evaluate", "mtlrobust.analysis.theory")
@@ -519,12 +522,19 @@ def run_child(conn: socket.socket, request: dict, worker_files: tuple) -> None:
                 os.close(fd)
             code = 0
             return
+        start = time.monotonic()
         become(request, fds)
+        stats = os.environ.get(STATS_ENV)  # read before the stage runs (it may change its environment)
         threading.Thread(target=follow_command, args=(conn,), daemon=True).start()
         code = run_stage(request["argv"])
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         done = f"pid {os.getpid()}: exit {code}, {cpu_s():.2f} CPU-s, max RSS {peak:.0f} MiB\n"
         os.write(log, done.encode())
+        if stats:
+            try:
+                write_stats(stats, time.monotonic() - start)
+            except OSError as e:
+                os.write(log, f"pid {os.getpid()}: cannot write {stats}: {e}\n".encode())
         conn.sendall(_MSG.pack(EXITED, code))
     except BaseException:  # set-up or hand-over failed (the stage's own errors are run_stage's)
         os.write(log, f"pid {os.getpid()}: {traceback.format_exc()}".encode())
@@ -599,6 +609,21 @@ def set_title(words: list[str], comm: str) -> None:
         start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end: fields 48 and 49
         text = b"\0".join(os.fsencode(w) for w in words)[: end - start - 1]
         ctypes.memmove(start, text.ljust(end - start, b"\0"), end - start)
+
+
+def write_stats(path: str, wall: float) -> None:
+    """This forked job's own figures as a one-row TSV at PATH, in the units and column names of a Snakemake
+    benchmark file: wall seconds from the hand-over to the end, peak resident memory (MiB) and CPU seconds
+    (user + system, its own processes included). The launcher, which is all a benchmark of the command
+    measures, uses almost no CPU or memory: these are the job's."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    rss = max(own.ru_maxrss, children.ru_maxrss) / 1024
+    note = "this job's own process, forked by the warm-start worker (its benchmark file sees the launcher)"
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"s\tmax_rss\tcpu_time\tmeasured\n{wall:.4f}\t{rss:.2f}\t{cpu:.2f}\t{note}\n")
+    os.replace(tmp, path)
 
 
 def cpu_s() -> float:

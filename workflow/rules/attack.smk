@@ -10,15 +10,18 @@ ruleorder: evaluate_traced > evaluate
 
 rule evaluate:
     input:
-        ckpt="results/models/{model_id}/epoch{epoch}.pt",
+        ckpt=CHECKPOINT,
         data=packed_files(EVAL_SPLIT),
     output:
-        "results/evals/{model_id}/epoch{epoch}/{attack}.csv",
+        csv=EVAL,
+    # A warm (local) job's benchmark measures its launcher; the forked job's own wall time, CPU time and
+    # peak memory go to the .job.tsv log (empty for a cold job, whose benchmark measures it; README
+    # "Warm start").
     log:
-        "logs/evaluate/{model_id}/epoch{epoch}/{attack}.log",
-    # Warm (local) jobs: the benchmark measures the launcher, not the forked job (README "Warm start").
+        out=f"{EVAL_JOB}.log",
+        job=f"{EVAL_JOB}.job.tsv",
     benchmark:
-        "logs/evaluate/{model_id}/epoch{epoch}/{attack}.benchmark.tsv"
+        f"{EVAL_JOB}.benchmark.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: config["evaluation"]["threads"]
@@ -27,35 +30,16 @@ rule evaluate:
         attacked=attacked_args,
         evaluation=commands.evaluation(config),
         data=data_split_dir,
+        steps=steps_out_flag,
     shell:
-        "OMP_NUM_THREADS={threads} ${{MTLROBUST_LAUNCHER:-}} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
+        "OMP_NUM_THREADS={threads} MTLROBUST_WARM_STATS={log.job:q} ${{MTLROBUST_LAUNCHER:-}} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
         " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --out {output.csv:q} {params.steps} > {log.out:q} 2>&1"
 
 
-rule evaluate_traced:
-    input:
-        ckpt=traced_checkpoint,
-        data=packed_files(EVAL_SPLIT),
+use rule evaluate as evaluate_traced with:
     output:
-        csv="results/evals/{traced}.csv",
-        steps="results/evals/{traced}.steps.csv",
-    log:
-        "logs/evaluate/{traced}.log",
-    # Warm (local) jobs: the benchmark measures the launcher, not the forked job (README "Warm start").
-    benchmark:
-        "logs/evaluate/{traced}.benchmark.tsv"
+        csv=EVAL,
+        steps=EVAL_STEPS,
     wildcard_constraints:
-        traced=TRACED,
-    conda:
-        "../../envs/torch.yaml"
-    threads: config["evaluation"]["threads"]
-    params:
-        attack=lambda w: PLAN.attack_json(traced_key(w)[2]),
-        attacked=lambda w: commands.attacked(PLAN.evals[traced_key(w)]),
-        evaluation=commands.evaluation(config),
-        data=data_split_dir,
-    shell:
-        "OMP_NUM_THREADS={threads} ${{MTLROBUST_LAUNCHER:-}} python -m mtlrobust evaluate --checkpoint {input.ckpt:q}"
-        " --data {params.data:q} --attack-json {params.attack:q} {params.attacked} {params.evaluation}"
-        " --out {output.csv:q} --steps-out {output.steps:q} > {log:q} 2>&1"
+        model_id=f"(?=(?:{TRACED or '(?!)'})){MODEL_ID}",

@@ -21,7 +21,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 )
 
-from mtlrobust import commands, study  # noqa: E402
+from mtlrobust import checkpoint as checkpoint_format, commands, study  # noqa: E402
 
 # The study files read again by mtlrobust's bounded loader (size, aliases, duplicate keys, encoding), then
 # the schema packaged with mtlrobust (src/mtlrobust/schemas/config.schema.yaml: defaults filled in, integers
@@ -43,7 +43,8 @@ onstart:
     # commands (train, evaluate, theory): jobs fork from a worker that imported torch once instead of paying
     # ~3 CPU-s of imports each. The rules read it from $MTLROBUST_LAUNCHER, set here because only now is the
     # executor known; cluster jobs never run this hook (their CPUs belong to their allocation), nor do runs
-    # with MTLROBUST_WARM=0 or --no-hooks. A warm job's benchmark: file measures the launcher, not the job.
+    # with MTLROBUST_WARM=0 or --no-hooks. A warm job's benchmark: file measures the launcher; the forked
+    # job writes its own figures to its .job.tsv log (rules train and evaluate).
     if workflow.local_exec and os.environ.get("MTLROBUST_WARM", "") != "0":
         os.environ.update(MTLROBUST_LAUNCHER="python -m mtlrobust.warmstart run --")
     else:  # never carried into a cluster job's environment
@@ -51,6 +52,9 @@ onstart:
 
 
 # ------------------------------------------------------------------------------------ data
+RAW = "resources/{dataset}/raw"  # the raw Taskonomy layout, synthesized or downloaded
+
+
 def packed_files(split, dataset=DATASET):
     """The prepared arrays of one split (what a job reading it depends on)."""
     names = ["rgb.npy", "views.csv", "meta.json"] + [f"{t}.npy" for t in TASKS]
@@ -94,28 +98,43 @@ def raw_dir():
     root = config["dataset"]["taskonomy"]["root"]
     if config["dataset"]["source"] == "taskonomy" and root is not None:
         return root
-    return f"resources/{DATASET}/raw"
+    return RAW.format(dataset=DATASET)
 
 
 # ------------------------------------------------------------------------------------ models and attacks
+# The files of a model milestone and of an evaluation, written once: the rules use these templates as they
+# are, the input functions below fill them in.
+CHECKPOINT = "results/models/{model_id}/epoch{epoch}.pt"
+TRAIN_LOG = "results/models/{model_id}/epoch{epoch}.csv"  # the training log CSV (losses, validation errors)
+# The optimizer/scheduler/RNG state a later milestone resumes from, where `train` writes it.
+RESUME = str(checkpoint_format.resume_path(CHECKPOINT))
+EVAL = "results/evals/{model_id}/epoch{epoch}/{attack}.csv"
+EVAL_STEPS = "results/evals/{model_id}/epoch{epoch}/{attack}.steps.csv"  # the state after each step
+# Each job's console log, its .benchmark.tsv and (warm jobs) its .job.tsv: these stems plus the suffix.
+TRAIN_JOB = "logs/train/{model_id}/epoch{epoch}"
+EVAL_JOB = "logs/evaluate/{model_id}/epoch{epoch}/{attack}"
+
+
 def checkpoint(model_id, epoch):
-    return f"results/models/{model_id}/epoch{epoch}.pt"
+    return CHECKPOINT.format(model_id=model_id, epoch=epoch)
 
 
 def eval_csv(key):
     model_id, epoch, attack = key
-    return f"results/evals/{model_id}/epoch{epoch}/{attack}.csv"
+    return EVAL.format(model_id=model_id, epoch=epoch, attack=attack)
 
 
 def final_logs():
     """Training logs of every checkpoint the study uses (for the trivial-predictor check)."""
-    ckpts = sorted(checkpoint(m, e) for m, es in PLAN.epochs.items() for e in es)
-    return [p[: -len(".pt")] + ".csv" for p in ckpts]
+    return sorted(
+        TRAIN_LOG.format(model_id=m, epoch=e)
+        for m, es in PLAN.epochs.items()
+        for e in es
+    )
 
 
 def resume_file(model_id, epoch):
-    """The optimizer/scheduler/RNG state a later milestone resumes from (mtlrobust.checkpoint.resume_path)."""
-    return f"results/models/{model_id}/epoch{epoch}.resume.pt"
+    return RESUME.format(model_id=model_id, epoch=epoch)
 
 
 def previous_checkpoint(wildcards):
@@ -136,6 +155,13 @@ def resume_flag(wildcards, input):
 def keep_resume_flag(wildcards, output):
     """--keep-resume for the jobs that declare the resume state (rule train_resumable)."""
     return commands.flags(("--keep-resume", "resume" in output.keys()))
+
+
+def steps_out_flag(wildcards, output):
+    """--steps-out for the jobs that declare the per-step output (rule evaluate_traced)."""
+    return commands.flags(
+        ("--steps-out", output.steps if "steps" in output.keys() else None)
+    )
 
 
 # The milestones a later milestone resumes from, run by train_resumable, as a lookahead that the model_id
@@ -168,30 +194,21 @@ def attacked_args(wildcards):
     return commands.attacked(PLAN.evals[key])
 
 
-# Evaluations an output reads per step, run by evaluate_traced: "{model_id}/epoch{E}/{attack}" exactly.
-TRACED = (
-    "|".join(re.escape(f"{m}/epoch{e}/{a}") for m, e, a in sorted(PLAN.traced)) or "-"
-)
-
-
-def traced_key(wildcards):
-    """(model_id, epoch, attack) of an evaluate_traced job."""
-    model_id, epoch, attack = wildcards.traced.split("/")
-    return model_id, int(epoch[len("epoch") :]), attack
-
-
-def traced_checkpoint(wildcards):
-    return checkpoint(*traced_key(wildcards)[:2])
+# Evaluations an output reads per step, run by evaluate_traced, as a lookahead that the model_id wildcard
+# must satisfy: "{model_id}/epoch{E}/{attack}." exactly.
+TRACED = "|".join(sorted(re.escape(f"{m}/epoch{e}/{a}.") for m, e, a in PLAN.traced))
 
 
 # ------------------------------------------------------------------------------------ outputs
 def output_evals(wildcards):
     """The evaluation CSVs of the output's own cells (and their per-step sidecars if it reads steps)."""
     out = PLAN.outputs[wildcards.name]
-    csvs = [eval_csv(k) for k in out.evals]
-    return (
-        csvs + [c[: -len(".csv")] + ".steps.csv" for c in csvs] if out.traced else csvs
-    )
+    templates = [EVAL, EVAL_STEPS] if out.traced else [EVAL]
+    return [
+        t.format(model_id=m, epoch=e, attack=a)
+        for t in templates
+        for m, e, a in out.evals
+    ]
 
 
 def output_spec(wildcards):

@@ -8,7 +8,7 @@ if config["dataset"]["source"] == "synthetic":
 
     rule synthesize:
         output:
-            directory("resources/{dataset}/raw"),
+            directory(RAW),
         log:
             "logs/synthesize/{dataset}.log",
         conda:
@@ -23,13 +23,13 @@ elif config["dataset"]["taskonomy"]["root"] is None:
     rule download:
         # A target without wildcards (`snakemake --cores 1 download` on a login node): the raw folder.
         input:
-            f"resources/{DATASET}/raw",
+            RAW.format(dataset=DATASET),
 
     rule download_archives:
         input:
             licence_agreed,
         output:
-            directory("resources/{dataset}/raw"),
+            directory(RAW),
         log:
             "logs/download/{dataset}.log",
         conda:

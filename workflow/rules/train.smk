@@ -14,13 +14,16 @@ rule train:
         data=packed_files("train") + packed_files("val"),
         resume=previous_checkpoint,
     output:
-        ckpt="results/models/{model_id}/epoch{epoch}.pt",
-        log="results/models/{model_id}/epoch{epoch}.csv",
+        ckpt=CHECKPOINT,
+        log=TRAIN_LOG,
+    # A warm (local) job's benchmark measures its launcher; the forked job's own wall time, CPU time and
+    # peak memory go to the .job.tsv log (empty for a cold job, whose benchmark measures it; README
+    # "Warm start").
     log:
-        "logs/train/{model_id}/epoch{epoch}.log",
-    # Warm (local) jobs: the benchmark measures the launcher, not the forked job (README "Warm start").
+        out=f"{TRAIN_JOB}.log",
+        job=f"{TRAIN_JOB}.job.tsv",
     benchmark:
-        "logs/train/{model_id}/epoch{epoch}.benchmark.tsv"
+        f"{TRAIN_JOB}.benchmark.tsv"
     conda:
         "../../envs/torch.yaml"
     threads: TRAIN["threads"]
@@ -31,16 +34,16 @@ rule train:
         training=training_args,
         data=data_root_dir,
     shell:
-        "${{MTLROBUST_LAUNCHER:-}} python -m mtlrobust train --data {params.data:q} {params.model} --epochs {wildcards.epoch}"
+        "MTLROBUST_WARM_STATS={log.job:q} ${{MTLROBUST_LAUNCHER:-}} python -m mtlrobust train --data {params.data:q} {params.model} --epochs {wildcards.epoch}"
         " {params.resume} {params.keep} {params.training} --threads {threads}"
-        " --out {output.ckpt:q} --log {output.log:q} > {log:q} 2>&1"
+        " --out {output.ckpt:q} --log {output.log:q} > {log.out:q} 2>&1"
 
 
 use rule train as train_resumable with:
     output:
-        ckpt="results/models/{model_id}/epoch{epoch}.pt",
-        log="results/models/{model_id}/epoch{epoch}.csv",
-        resume=temp("results/models/{model_id}/epoch{epoch}.resume.pt"),
+        ckpt=CHECKPOINT,
+        log=TRAIN_LOG,
+        resume=temp(RESUME),
     wildcard_constraints:
         model_id=f"(?=(?:{RESUMABLE or '(?!)'})){MODEL_ID}",
 
@@ -62,4 +65,4 @@ rule check_models:
     params:
         split=models_split(),
     script:
-        "../../scripts/check_models.py"
+        "../scripts/check_models.py"

@@ -3,9 +3,9 @@
 Reads the training CSV log written next to each checkpoint (last row = the checkpoint's epoch) and writes one
 row per (model, epoch, task) with the validation error, the trivial predictor's error, ``beats_trivial``
 (``mtlrobust.baseline.compare_last_epoch``) and ``split``: the views the error was measured on (``val``, or
-``val=test`` under the paper's point split, whose val views are the test views).
-A model that does not beat it is flagged here and in the log, not failed: its vulnerability is still
-reported, but should not be interpreted.
+``val=test`` under the paper's point split, whose val views are the test views). A model that does not beat
+it is flagged here and in the log, not failed: its vulnerability is still reported, but should not be
+interpreted.
 """
 
 import os

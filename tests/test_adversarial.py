@@ -19,7 +19,7 @@ from test_train import _assert_same_state, _cfg
 
 from mtlrobust import adversarial as ADV
 from mtlrobust import commands, study
-from mtlrobust import plan as P
+from mtlrobust import cost as P
 from mtlrobust.checkpoint import load_checkpoint, load_model, load_training_state, resume_path
 from mtlrobust.cli import main as cli_main
 from mtlrobust.data.packed import PackedDataset

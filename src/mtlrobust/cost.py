@@ -1,4 +1,5 @@
-"""``mtlrobust plan``: how many jobs a study runs, per rule, and roughly how many GPU-hours they cost.
+"""``mtlrobust plan``, the cost estimator: how many jobs a study runs, per rule, and roughly how many
+GPU-hours they cost.
 
 The jobs come from the study plan itself (``mtlrobust.study.build``, the function the workflow's rules are
 generated from), so they are exactly what a run from an empty folder would schedule. The cost model is

@@ -55,7 +55,7 @@ import yaml
 
 import mtlrobust
 from mtlrobust import cli, commands, study
-from mtlrobust.analysis import tables
+from mtlrobust.analysis import render
 
 config, data = yaml.safe_load(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
 print("package:", mtlrobust.__file__)
@@ -75,7 +75,8 @@ for model_id, epoch, attack in table2.evals:
     assert cli.main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data / "test"), "--attack-json",
                      plan.attack_json(attack), *words, "--out", str(csv)]) == 0
     csvs.append(str(csv))
-tables.write("table2", table2.spec, csvs, Path("results/table2.csv"), Path("results/cells/table2.csv"))
+render.write("table2", table2.spec, csvs, csv=Path("results/table2.csv"),
+             cells=Path("results/cells/table2.csv"))
 """
 
 

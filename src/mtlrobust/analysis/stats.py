@@ -51,6 +51,8 @@ import pandas as pd
 
 from .. import metrics as M
 
+MIN_CELLS = 10  # fewer cells: a correlation says little ("too few cells" in Table 3 and the claims)
+
 RESAMPLES = 2000
 SEED = 0
 LEVEL = 0.95

@@ -20,10 +20,10 @@ from .build import build
 from .checks import StudyError, check_inputs, check_licence
 from .plan import Output, Plan, Section
 from .read import SCHEMA, load, load_workflow, plan_of, read, validated
-from .registry import CLAIMS_SOURCES, OUTPUTS, cells_of
+from .registry import CLAIMS_SOURCES, OUTPUTS
 
 __all__ = [
-    "CLAIMS_SOURCES", "OUTPUTS", "SCHEMA", "Output", "Plan", "Section", "StudyError", "build", "cells_of",
+    "CLAIMS_SOURCES", "OUTPUTS", "SCHEMA", "Output", "Plan", "Section", "StudyError", "build",
     "check_inputs", "check_licence", "load", "load_workflow", "matched_l2_eps", "method_default", "plan_of",
     "read", "validated",
 ]  # fmt: skip

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from .. import ids as IDS
+from ..analysis.layouts import LAYOUTS
 from .attack_specs import adversarial_settings, attack_spec
 from .checks import StudyError, check_settings, task_list
 from .plan import Output, Plan, Section
-from .registry import OUTPUTS, cells_of
+from .registry import OUTPUTS
 
 
 def build(config: dict) -> Plan:
@@ -33,7 +34,7 @@ def build(config: dict) -> Plan:
         if not config["study"][name]["enabled"]:
             continue
         spec = entry.plan(Section(plan, name))
-        evals = tuple(sorted({(c[0], c[1], c[2]) for c in cells_of(spec)}))
+        evals = tuple(sorted({(c[0], c[1], c[2]) for c in LAYOUTS[spec["layout"]].cells(spec)}))
         plan.outputs[name] = Output(name, name, entry.renders, spec, evals, entry.traced, entry.claims)
         if entry.traced:
             plan.traced.update(evals)

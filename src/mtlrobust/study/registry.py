@@ -47,26 +47,3 @@ OUTPUTS: dict[str, Entry] = {
 # The outputs whose cell tables feed results/claims.csv, in registry order; the claims output is built
 # whenever one of them is enabled.
 CLAIMS_SOURCES = tuple(name for name, entry in OUTPUTS.items() if entry.claims)
-
-
-def cells_of(spec: dict) -> list[list]:
-    """Every cell of a spec, whatever its layout."""
-    out = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k in ("cell", "base") or (k in ("proxy", "target") and isinstance(v, list)):
-                    out.extend(v if v and isinstance(v[0], list) else [v])  # a cell or per-seed cells
-                elif k in ("cells", "pgd_cells"):  # a cell, or a list of per-seed cells
-                    for c in v:
-                        if c is not None:
-                            out.extend(c if c and isinstance(c[0], list) else [c])
-                else:
-                    walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(spec)
-    return out

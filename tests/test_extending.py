@@ -7,6 +7,7 @@ set to that attack, trains its models, evaluates them with ``mtlrobust evaluate`
 
 from __future__ import annotations
 
+import ast
 import filecmp
 import math
 import os
@@ -117,6 +118,32 @@ def test_method_entries_say_how_many_steps_and_which_iterate(method):
             torch.testing.assert_close(at, trace[-1])
     assert METHODS["apgd"].returns_best({}) and METHODS["pgd"].returns_best({"return_best": True})
     assert not METHODS["pgd"].returns_best({}) and METHODS["fgsm"].steps({}) == 1
+
+
+def method_name_tests(path: Path) -> list[str]:
+    """Where ``path`` tests an attack method's name: compares something holding a method with a name of
+    ``METHODS``, or looks a method up by its name (``METHODS["pgd"]``)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            named = any(isinstance(o, ast.Constant) and o.value in METHODS for o in operands)
+            if named and any("method" in ast.unparse(o) for o in operands):
+                out.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Subscript) and ast.unparse(node.value) == "METHODS":
+            if isinstance(node.slice, ast.Constant):
+                out.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    return out
+
+
+def test_no_code_outside_attacks_tests_a_method_name():
+    """What the package needs to know of a method is on its ``Method`` entry, so a new attack needs no edit
+    elsewhere; the checker itself finds a name test."""
+    sample = PACKAGE.parent.parent / "tests" / "test_extending.py"
+    assert method_name_tests(sample)  # this file looks up METHODS["apgd"] and METHODS["pgd"]
+    outside = [p for p in sorted(PACKAGE.rglob("*.py")) if "attacks" not in p.relative_to(PACKAGE).parts]
+    found = [hit for p in outside for hit in method_name_tests(p)]
+    assert not found, found
 
 
 def add_attack(root: Path) -> Path:

@@ -565,17 +565,24 @@ def _on_objective(g: pd.DataFrame) -> pd.DataFrame:
     return g.assign(diff=g["obj_diff"], diff_lo=g["obj_diff_lo"], diff_hi=g["obj_diff_hi"])
 
 
+def _has(methods: pd.Series, flag: str) -> pd.Series:
+    """Whether each row's attack method has ``flag`` set on its ``attacks.METHODS`` entry."""
+    from ..attacks import METHODS
+
+    return methods.map(lambda m: bool(m in METHODS and getattr(METHODS[m], flag)))
+
+
 def claims_adaptive(df: pd.DataFrame, th: Thresholds) -> list[dict]:
     """Per adaptive attack of Table 2: stronger than PGD, judged on the attacked objective (what the attacks
     maximise) and on the main task's relative vulnerability; weighting no longer lowers the vulnerability."""
-    t2 = df[(df["output"] == "table2") & (df["method"] != "pgd")]
+    t2 = df[(df["output"] == "table2") & ~_has(df["method"], "reference")]
     out = []
     for attack in dict.fromkeys(t2["attack"]):
         a = t2[t2["attack"] == attack]
         name = _attack_name(a, attack)
         g = _once(a[(a["vs"] == "pgd") & a["diff"].notna()])
-        if (g["method"] == "wgd").any():
-            g = _pairs(g)  # with one attacked task WGD is PGD
+        if _has(g["method"], "per_task_losses").any():
+            g = _pairs(g)  # with one attacked task, weighting the task losses (WGD) is the reference attack
         for suffix, rows, what in (
             ("", _on_objective(g), "a higher attacked objective (the summed losses of the attacked tasks)"),
             ("_main_error", g, "a higher relative vulnerability of the main task"),

@@ -191,15 +191,17 @@ class Evaluations:
         return st.diff_boot(0, 1, value, len(x)).interval(self.draws.level)
 
     def variant(self, attack: str) -> str:
-        """The WGD variant an attack ran (its evaluation CSVs' options; '' for other methods)."""
-        g = self.frame[self.frame["attack"] == attack]
-        if not len(g) or str(g["method"].iat[0]) != "wgd":
-            return ""
+        """The variant an attack ran (its evaluation CSVs' options), for a method that has variants
+        (``Method.variant_option``: WGD's); '' for the others."""
         from ..attacks import METHODS
 
+        g = self.frame[self.frame["attack"] == attack]
+        method = METHODS.get(str(g["method"].iat[0])) if len(g) else None
+        if method is None or method.variant_option is None:
+            return ""
         raw = g["options"].iat[0] if "options" in g.columns else ""
         options = json.loads(raw) if isinstance(raw, str) and raw.strip().startswith("{") else {}
-        return str(options.get("variant") or METHODS["wgd"].options()["variant"])
+        return str(options.get(method.variant_option) or method.options()[method.variant_option])
 
     def attack_info(self, attack: str) -> tuple[str, str]:
         """(method, norm) of an attack as its evaluation CSVs record them ('' when not evaluated)."""

@@ -42,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from .. import files
 from . import stats as S
@@ -144,6 +143,8 @@ def _name(key) -> str:
 # ------------------------------------------------------------------------------------------ statistics
 def _ranks(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """Average ranks (1 = lowest) of each row's entries where ``ok``; NaN elsewhere."""
+    from scipy.stats import rankdata
+
     return np.where(ok, rankdata(np.where(ok, x, np.inf), axis=-1), np.nan)
 
 

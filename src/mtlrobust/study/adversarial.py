@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from .attack_specs import check_eps_sweep, method_default
+from .attack_specs import check_eps_sweep, is_reference, method_default, method_of, methods_with
 from .checks import StudyError, letter
 from .plan import Section, merged, seeds_of
 
@@ -34,13 +34,13 @@ def table_at(s: Section) -> dict:
     arch, epoch, seeds = s.arch(c["arch"]), s.epoch(c["epoch"]), seeds_of(s)
     weightings = [s.weighting(w) for w in c["weightings"]]
     attacks = [s.attack(a, "attacks") for a in c["attacks"]]
-    by_method = {plan.attacks[a]["method"]: a for a in reversed(attacks)}
-    if "pgd" not in by_method or "apgd" not in by_method:
+    pgd = next((a for a in attacks if is_reference(plan.attacks[a])), None)
+    apgd = next((a for a in attacks if method_of(plan.attacks[a]).masking_check), None)
+    if pgd is None or apgd is None:
         raise StudyError(
-            f"config key study.table_at.attacks: {attacks} must include a pgd and an apgd attack (the "
-            "masking check compares them)"
+            f"config key study.table_at.attacks: {attacks} must include a {methods_with('reference')} and an "
+            f"{methods_with('masking_check')} attack (the masking check compares them)"
         )
-    pgd, apgd = by_method["pgd"], by_method["apgd"]
     sweep = [s.attack(a, "eps_attacks") for a in c["eps_attacks"]]
     if sweep:
         check_eps_sweep(plan.attacks, sweep, "study.table_at.eps_attacks")

@@ -28,7 +28,7 @@ def attack_spec(name: str, a: dict) -> dict:
     for k in ("eps", "step_size"):
         if k in spec:
             spec[k] = budget(spec[k], f"attacks.{name}.{k}", L2_MAX if l2 else 1.0)
-    if spec["method"] != "none" and "eps" not in spec:
+    if (not known or method_of(spec).perturbs) and "eps" not in spec:
         raise StudyError(
             f"config key attacks.{name}.eps: method {spec['method']!r} needs a perturbation budget, "
             "e.g. eps: 8/255"
@@ -85,6 +85,20 @@ def method_captions(specs: dict[str, dict]) -> str:
     return "".join(f" {c}" for c in captions)
 
 
+def method_of(spec: dict):
+    """The ``attacks.Method`` entry of an attack spec."""
+    from ..attacks import METHODS
+
+    return METHODS[spec["method"]]
+
+
+def methods_with(flag: str) -> str:
+    """The methods whose ``Method`` entry sets ``flag``, for messages ("pgd", "apgd")."""
+    from ..attacks import METHODS
+
+    return " or ".join(m for m, entry in METHODS.items() if getattr(entry, flag))
+
+
 def is_reference(spec: dict) -> bool:
     """Whether an attack spec runs the method (PGD) others are compared with (``Method.reference``)."""
     from ..attacks import METHODS
@@ -115,7 +129,10 @@ def adversarial_settings(config: dict, attacks: dict) -> dict:
                 f"{key}: attack {a['attack']!r} is not defined; expected one of the names under attacks: "
                 f"{sorted(attacks)}"
             )
-        if attacks[a["attack"]]["method"] == "none":
-            raise StudyError(f"{key}: attack {a['attack']!r} (method none) crafts no adversarial example")
+        spec = attacks[a["attack"]]
+        if not method_of(spec).perturbs:
+            raise StudyError(
+                f"{key}: attack {a['attack']!r} (method {spec['method']}) crafts no adversarial example"
+            )
         out[name] = {"attack": attacks[a["attack"]], "tasks": a["tasks"], "share": float(a["share"])}
     return out

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...steptrace import COLUMNS as STEP_COLUMNS
+from ...steps_format import COLUMNS as STEP_COLUMNS
 from .. import stats as S
 from ..evaluations import CELL_COLUMNS, FRAGILE_SHARE, NAN, Evaluations, per_seed
 from ..layout import Layout, cells_under

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ... import files
-from ...steptrace import COLUMNS, TRAILER
+from ...steps_format import COLUMNS, TRAILER
 from .. import stats
 from ..evaluations import CELL_COLUMNS
 from ..layout import Layout, cells_under

@@ -1,14 +1,17 @@
-"""README "Extending": a new attack is one file plus its import and ``METHODS`` line, and a study can use it.
+"""README "Extending": a new attack, or a new output, is one file plus its import and registry line.
 
-The test copies the package, adds ``attacks/noise.py`` (uniform noise in the eps-ball, with its own
-``Method`` line) and nothing else, then, with the copy first on the path, plans the test study with Table 2
-set to that attack, trains its models, evaluates them with ``mtlrobust evaluate`` and renders Table 2.
+Each test copies the package and adds one file and those two lines, nothing else: ``attacks/noise.py``
+(uniform noise in the eps-ball, its ``Method`` line in ``attacks/spec.py``), or ``study/pairs.py`` (a planner
+of the existing grid layout, its ``OUTPUTS`` line in ``study/registry.py``). Then, with the copy first on the
+path, it plans the test study with that output alone (Table 2 set to the new attack, or the new output),
+trains its models, evaluates them with ``mtlrobust evaluate`` and renders the output.
 """
 
 from __future__ import annotations
 
 import ast
 import filecmp
+import json
 import math
 import os
 import shutil
@@ -16,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -47,9 +51,35 @@ IMPORT = "from .noise import noise\n"
 SUMMARY = "uniform noise in the eps-ball, a gradient-free baseline"
 ENTRY = f'    "noise": Method(noise, "{SUMMARY}", fixed_steps=1),\n'
 
-# Run with the copy first on the path: plan the study, train and evaluate what Table 2 needs, render it.
+PAIRS = '''"""Pairs: the relative vulnerability of each uniform pair model, next to the single-task model."""
+
+from __future__ import annotations
+
+from .checks import letter
+from .plan import Section
+
+
+def pairs(s: Section) -> dict:
+    """Rows: main task; columns: auxiliary task (diagonal: the single-task model); both tasks attacked."""
+    c, tasks = s.cfg, s.tasks()
+    arch, epoch, seed = s.arch(c["arch"]), s.epoch(c["epoch"]), s.seed(c["seed"])
+    attack = s.attack(c["attack"])
+    rows = [
+        {"labels": [letter(m)], "kind": "multi", "attack": attack, "emphasize": [f"uniform:{letter(m)}"],
+         "cells": [s.pair(arch, "uniform", seed, epoch, attack, m, a, "multi") for a in tasks]}
+        for m in tasks
+    ]
+    return {"layout": "grid", "title": f"Pairs under {attack} ({arch}, epoch {epoch})", "rows": rows,
+            "note": "Rows: main task; columns: auxiliary task.", "label_columns": ["main"],
+            "columns": [f"uniform:{letter(a)}" for a in tasks], "value": "rel_vuln"}
+'''
+PAIRS_IMPORT = "from . import pairs\n"
+PAIRS_ENTRY = '    "pairs": Entry(pairs.pairs, TABLE),\n'
+
+# Run with the copy first on the path: plan the study (sections the packaged schema does not list yet added
+# after validation), train and evaluate what the output NAME needs, render it.
 DRIVER = """
-import shlex, sys
+import json, shlex, sys
 from pathlib import Path
 
 import yaml
@@ -58,12 +88,14 @@ import mtlrobust
 from mtlrobust import cli, commands, study
 from mtlrobust.analysis import render
 
-config, data = yaml.safe_load(Path(sys.argv[1]).read_text()), Path(sys.argv[2])
+config, data, name = yaml.safe_load(Path(sys.argv[1]).read_text()), Path(sys.argv[2]), sys.argv[3]
 print("package:", mtlrobust.__file__)
-plan = study.plan_of(config, sys.argv[1], {})
-table2 = plan.outputs["table2"]
+config = study.validated(config)
+config["study"].update(json.loads(sys.argv[4]))
+plan = study.build(config)
+output = plan.outputs[name]
 csvs = []
-for model_id, epoch, attack in table2.evals:
+for model_id, epoch, attack in output.evals:
     m = plan.models[model_id]
     ckpt = Path(f"results/models/{model_id}/epoch{epoch}.pt")
     if not ckpt.exists():
@@ -76,8 +108,8 @@ for model_id, epoch, attack in table2.evals:
     assert cli.main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data / "test"), "--attack-json",
                      plan.attack_json(attack), *words, "--out", str(csv)]) == 0
     csvs.append(str(csv))
-render.write("table2", table2.spec, csvs, csv=Path("results/table2.csv"),
-             cells=Path("results/cells/table2.csv"))
+out = Path("results") / f"{name}.csv"
+render.write(name, output.spec, csvs, csv=out, cells=out.parent / "cells" / out.name)
 """
 
 
@@ -170,12 +202,44 @@ def changed_files(a: Path, b: Path) -> list[str]:
     return sorted(out)
 
 
-def study_with_noise() -> dict:
-    """The test study, one training epoch, with Table 2 alone, on the noise attack."""
+def add_output(root: Path) -> Path:
+    """A copy of the package under ``root`` with the pairs output: one file, two lines of registry.py."""
+    pkg = root / "mtlrobust"
+    shutil.copytree(PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "study" / "pairs.py").write_text(PAIRS)
+    registry = pkg / "study" / "registry.py"
+    text = registry.read_text()
+    head, before = "OUTPUTS: dict[str, Entry] = {\n", "from .plan import Section"
+    assert text.count(head) == 1 and text.count(before) == 1
+    registry.write_text(text.replace(before, PAIRS_IMPORT + before).replace(head, head + PAIRS_ENTRY))
+    return pkg
+
+
+def run_driver(pkg: Path, work: Path, packed_dir: Path, config: dict, name: str, sections: dict) -> None:
+    """DRIVER on ``config`` (plus ``sections``) with the copy ``pkg`` first on the path, in ``work``."""
+    work.mkdir()
+    (work / "study.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (work / "driver.py").write_text(DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
+    env.pop("MTLROBUST_WARM", None)
+    cmd = [sys.executable, "driver.py", "study.yaml", str(packed_dir), name, json.dumps(sections)]
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"package: {pkg / '__init__.py'}" in proc.stdout
+
+
+def one_epoch_study() -> dict:
+    """The test study with one training epoch and every output disabled."""
     config = yaml.safe_load((REPO / "studies" / "test.yaml").read_text())
     config["training"].update(epochs=1, milestones=[1])
-    config["attacks"]["noise"] = {"method": "noise", "eps": "8/255"}
     config["study"] = {name: {"enabled": False} for name in config["study"]}
+    return config
+
+
+def study_with_noise() -> dict:
+    """The test study, one training epoch, with Table 2 alone, on the noise attack."""
+    config = one_epoch_study()
+    config["attacks"]["noise"] = {"method": "noise", "eps": "8/255"}
     config["study"]["table2"] = {"mains": ["s"], "attacks": ["noise"]}
     return config
 
@@ -187,18 +251,35 @@ def test_a_new_attack_is_one_file_and_its_registry_line(packed_dir, tmp_path):
     lines = (pkg / "attacks" / "spec.py").read_text().splitlines(keepends=True)
     assert len(lines) == len((PACKAGE / "attacks" / "spec.py").read_text().splitlines()) + 2
     work = tmp_path / "work"
-    work.mkdir()
-    (work / "study.yaml").write_text(yaml.safe_dump(study_with_noise(), sort_keys=False))
-    (work / "driver.py").write_text(DRIVER)
-    env = {**os.environ, "PYTHONPATH": str(pkg.parent)}
-    env.pop("MTLROBUST_WARM", None)
-    proc = subprocess.run([sys.executable, "driver.py", "study.yaml", str(packed_dir)], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=1200)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"package: {pkg / '__init__.py'}" in proc.stdout
+    run_driver(pkg, work, packed_dir, study_with_noise(), "table2", {})
     table = pd.read_csv(work / "results" / "table2.csv")
     assert list(zip(table["attack"], table["main"], strict=True)) == [("noise", "s")]
     cells = [f"{w}:{t}" for w in ("uniform", "paper") for t in "sd"]
     assert all(math.isfinite(v) for v in table[cells].to_numpy().ravel())
     assert (table[[f"{c}_n" for c in cells]] == 4).all().all()  # evaluation.limit of the test study
     assert "noise" in (work / "results" / "table2.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_new_output_is_one_file_and_its_registry_line(packed_dir, tmp_path):
+    pkg = add_output(tmp_path / "src")
+    assert changed_files(PACKAGE, pkg) == ["study/pairs.py", "study/registry.py"]
+    lines = (pkg / "study" / "registry.py").read_text().splitlines()
+    assert len(lines) == len((PACKAGE / "study" / "registry.py").read_text().splitlines()) + 2
+    work = tmp_path / "work"
+    section = {
+        "enabled": True,
+        "arch": "resnet18",
+        "epoch": 1,
+        "seed": 0,
+        "attack": "pgd",
+        "tasks": ["s", "d"],
+    }
+    run_driver(pkg, work, packed_dir, one_epoch_study(), "pairs", {"pairs": section})
+    table = pd.read_csv(work / "results" / "pairs.csv")
+    assert table["main"].tolist() == ["s", "d"]
+    values = table[["uniform:s", "uniform:d"]].to_numpy()
+    assert np.isfinite(values).all() and (table[["uniform:s_n", "uniform:d_n"]] == 4).all().all()
+    assert "# Pairs under pgd (resnet18, epoch 1)" in (work / "results" / "pairs.md").read_text()
+    cells = pd.read_csv(work / "results" / "cells" / "pairs.csv")
+    assert set(cells["output"]) == {"pairs"} and "single_task" in set(cells["vs"])  # the off-diagonal cells

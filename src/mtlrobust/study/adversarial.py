@@ -18,8 +18,8 @@ def table_at(s: Section) -> dict:
     """Table 1's layout for the models adversarially trained under one ``training.adversarial`` setting
     next to the standard models with the same tasks (rows: training x attack x kind x main, plus the clean
     error of each main task), and per adversarially trained model the cells of its gradient-masking
-    checks (``analysis/table_at.py``): PGD's loss after each step (traced), APGD vs PGD, the eps sweep and
-    the unbounded attack."""
+    checks (``analysis/layouts/adversarial.py``): PGD's loss after each step (traced), APGD vs PGD, the eps
+    sweep and the unbounded attack."""
     c, plan = s.cfg, s.plan
     names = sorted(plan.adversarial)
     if not names:

@@ -3,7 +3,7 @@
 Three blocks, all from the evaluation CSVs of the plan's cells (and, for the step check, their per-step
 sidecars):
 
-* **Relative task vulnerability**: Table 1's grid (``tables.grid``) with one more label column,
+* **Relative task vulnerability**: Table 1's grid (``layouts.grid``) with one more label column,
   ``training`` (standard | adversarial). Marks as in Table 1 (↓st: lower than the single-task model of the
   row, so in the adversarial rows "an auxiliary task lowers the vulnerability of an adversarially trained
   model"), plus ↓std / ↑std on the adversarial rows: lower / higher than the same model trained without
@@ -19,7 +19,7 @@ sidecars):
   effective than PGD), ``unbounded`` (at eps = 1 the mean error reaches at least the constant predictor's
   validation error from results/models.csv).
 
-The cell table (``tables.CELL_COLUMNS``, claims' input) holds the grid's cells and comparisons, the clean
+The cell table (``evaluations.CELL_COLUMNS``, claims' input) holds the grid's cells and comparisons, the clean
 error cells (``kind`` clean), the cost cells (``kind`` clean_cost) and one row per check (``kind`` masking,
 ``aux`` the check, ``value`` 1 pass / 0 fail / NaN n/a); ``setting`` is the row's training.
 """

@@ -4,7 +4,7 @@ task attacked) and ``multi`` (main and auxiliary task attacked); the diagonal is
 CSV has one row per (arch, block, main); the Markdown one table per encoder, as in the supplementary.
 Relative-vulnerability cells also carry the ratio of means (``_rom``), the median of the per-sample
 ratios (``_median``) and the largest ratio's share (``_top_share``), and are marked fragile in the Markdown
-as in ``tables``.
+as in the grid layout.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def supplementary_markdown(table: pd.DataFrame, recs, spec: dict, cells: Cells) 
 
 
 def supplementary_cells(name: str, spec: dict, recs) -> pd.DataFrame:
-    """The long cell table (``tables.CELL_COLUMNS``): one row per relative-vulnerability cell."""
+    """The long cell table (``evaluations.CELL_COLUMNS``): one row per relative-vulnerability cell."""
     out, i = [], 0
     for t in spec["tables"]:
         for b in t["blocks"]:

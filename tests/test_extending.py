@@ -178,17 +178,25 @@ def test_no_code_outside_attacks_tests_a_method_name():
     assert not found, found
 
 
-def add_attack(root: Path) -> Path:
-    """A copy of the package under ``root`` with the noise attack added: one file, two lines of spec.py."""
+def copy_adding(root: Path, new: str, text: str, registry: str, lines: dict[str, str]) -> Path:
+    """A copy of the package under ``root`` with one new file (``new``: its path in the package) and, in the
+    file ``registry``, each of ``lines`` (anchor -> line) inserted before or after its anchor."""
     pkg = root / "mtlrobust"
     shutil.copytree(PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    (pkg / "attacks" / "noise.py").write_text(NOISE)
-    spec = pkg / "attacks" / "spec.py"
-    text = spec.read_text()
-    head, after = "METHODS: dict[str, Method] = {\n", "from .objective import"
-    assert text.count(head) == 1 and text.count(after) == 1
-    spec.write_text(text.replace(after, IMPORT + after).replace(head, head + ENTRY))
+    (pkg / new).write_text(text)
+    path = pkg / registry
+    source = path.read_text()
+    for anchor, line in lines.items():
+        assert source.count(anchor) == 1, anchor
+        source = source.replace(anchor, anchor + line if anchor.endswith("\n") else line + anchor)
+    path.write_text(source)
     return pkg
+
+
+def add_attack(root: Path) -> Path:
+    """The noise attack: its file, its import and its ``METHODS`` line in spec.py."""
+    lines = {"from .objective import": IMPORT, "METHODS: dict[str, Method] = {\n": ENTRY}
+    return copy_adding(root, "attacks/noise.py", NOISE, "attacks/spec.py", lines)
 
 
 def changed_files(a: Path, b: Path) -> list[str]:
@@ -203,16 +211,9 @@ def changed_files(a: Path, b: Path) -> list[str]:
 
 
 def add_output(root: Path) -> Path:
-    """A copy of the package under ``root`` with the pairs output: one file, two lines of registry.py."""
-    pkg = root / "mtlrobust"
-    shutil.copytree(PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    (pkg / "study" / "pairs.py").write_text(PAIRS)
-    registry = pkg / "study" / "registry.py"
-    text = registry.read_text()
-    head, before = "OUTPUTS: dict[str, Entry] = {\n", "from .plan import Section"
-    assert text.count(head) == 1 and text.count(before) == 1
-    registry.write_text(text.replace(before, PAIRS_IMPORT + before).replace(head, head + PAIRS_ENTRY))
-    return pkg
+    """The pairs output: its planner's file, its import and its ``OUTPUTS`` line in registry.py."""
+    lines = {"from .plan import Section": PAIRS_IMPORT, "OUTPUTS: dict[str, Entry] = {\n": PAIRS_ENTRY}
+    return copy_adding(root, "study/pairs.py", PAIRS, "study/registry.py", lines)
 
 
 def run_driver(pkg: Path, work: Path, packed_dir: Path, config: dict, name: str, sections: dict) -> None:

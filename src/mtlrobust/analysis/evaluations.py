@@ -256,7 +256,26 @@ def untrained_models(path: Path | None) -> frozenset:
     return frozenset(zip(out["model_id"], out["epoch"].astype(int), out["task"], strict=True))
 
 
-def read(inputs, *, fragile_share: float = FRAGILE_SHARE, models: Path | None = None) -> Evaluations:
-    """The Evaluations of ``inputs``; ``models`` (results/models.csv) names the models whose cells the proxies
-    leave out."""
-    return Evaluations(inputs, fragile_share=fragile_share, untrained=untrained_models(models))
+def table_of(render):
+    """A layout's ``table`` from its ``render(name, ev, spec)`` on the Evaluations of the inputs (``models``:
+    results/models.csv, whose models not beating the constant predictor the proxies leave out)."""
+
+    def table(name: str, spec: dict, inputs, *, fragile_share=FRAGILE_SHARE, models: Path | None = None):
+        return render(
+            name, Evaluations(inputs, fragile_share=fragile_share, untrained=untrained_models(models)), spec
+        )
+
+    return table
+
+
+def figure_of(draw):
+    """A layout's ``figure`` from its ``draw(ev, spec)`` on the Evaluations of the inputs; missing cells are
+    reported once it is drawn."""
+
+    def figure(name: str, spec: dict, inputs):
+        ev = Evaluations(inputs)
+        fig = draw(ev, spec)
+        ev.check(name)
+        return fig
+
+    return figure

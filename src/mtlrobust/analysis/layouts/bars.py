@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats as S
-from ..evaluations import Evaluations, read
+from ..evaluations import Evaluations, figure_of, table_of
 from ..layout import Layout, cells_under
 from ..markdown import interval_note, md_table, title
 from ..plotting import LABEL_SIZE, error_bars, fit_labels, pyplot, suptitle
@@ -188,15 +188,4 @@ def cells(spec: dict) -> list[list]:
     return cells_under(spec["panels"], "cells")
 
 
-def table(name: str, spec: dict, inputs, **options) -> tuple[pd.DataFrame, str, pd.DataFrame]:
-    return render(name, read(inputs, **options), spec)
-
-
-def figure(name: str, spec: dict, inputs):
-    ev = Evaluations(inputs)
-    fig = figure1(ev, spec)
-    ev.check(name)
-    return fig
-
-
-LAYOUT = Layout(cells, table=table, figure=figure)
+LAYOUT = Layout(cells, table=table_of(render), figure=figure_of(figure1))

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats as S
-from ..evaluations import CELL_COLUMNS, Evaluations, per_seed, read
+from ..evaluations import CELL_COLUMNS, Evaluations, per_seed, table_of
 from ..layout import Layout, cells_under
 from ..markdown import md_table, title
 
@@ -121,8 +121,4 @@ def cells(spec: dict) -> list[list]:
     return cells_under([s for r in spec["rows"] for s in (r["x"], r["y"])], "cells")
 
 
-def table(name: str, spec: dict, inputs, **options) -> tuple[pd.DataFrame, str, pd.DataFrame]:
-    return render(name, read(inputs, **options), spec)
-
-
-LAYOUT = Layout(cells, table=table)
+LAYOUT = Layout(cells, table=table_of(render))

@@ -9,7 +9,7 @@ import math
 import pandas as pd
 
 from .. import stats as S
-from ..evaluations import CELL_COLUMNS, NAN, Evaluations, per_seed, read
+from ..evaluations import CELL_COLUMNS, NAN, Evaluations, per_seed, table_of
 from ..layout import Layout, cells_under
 from ..markdown import FRAGILE_MARK, interval_note, legend, mark, md_table, title
 
@@ -167,8 +167,4 @@ def cells(spec: dict) -> list[list]:
     return cells_under(spec["rows"], "cells", "pgd_cells", "std_cells")
 
 
-def table(name: str, spec: dict, inputs, **options) -> tuple[pd.DataFrame, str, pd.DataFrame]:
-    return render(name, read(inputs, **options), spec)
-
-
-LAYOUT = Layout(cells, table=table)
+LAYOUT = Layout(cells, table=table_of(render))

@@ -126,13 +126,13 @@ def _clean_point() -> pd.DataFrame:
                          "loss_change": [0.0]})  # fmt: skip
 
 
-def table_of(name: str, spec: dict, inputs, **options):
+def steps_table(name: str, spec: dict, inputs, **options):
     """(CSV table of every step, Markdown of the marked steps, an empty cell table: claims judge no step)."""
     t = table(spec, load(inputs))
     return t, markdown(spec, t), pd.DataFrame(columns=CELL_COLUMNS)
 
 
-def figure_of(name: str, spec: dict, inputs):
+def steps_figure(name: str, spec: dict, inputs):
     """Per panel, vulnerability (top) and attacked-loss change (bottom) against the steps."""
     return figure(spec, table(spec, load(inputs)))
 
@@ -184,4 +184,4 @@ def cells(spec: dict) -> list[list]:
     return cells_under([s for p in spec["panels"] for s in p["series"]], "cells")
 
 
-LAYOUT = Layout(cells, table=table_of, figure=figure_of)
+LAYOUT = Layout(cells, table=steps_table, figure=steps_figure)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .. import stats as S
-from ..evaluations import CELL_COLUMNS, FRAGILE_SHARE, NAN, Evaluations, read
+from ..evaluations import CELL_COLUMNS, FRAGILE_SHARE, NAN, Evaluations, figure_of, table_of
 from ..layout import Layout, cells_under
 from ..markdown import FRAGILE_MARK, interval_note, legend, mark, markdown, title
 from ..plotting import LABEL_SIZE, error_bars, pyplot, readable, suptitle
@@ -222,15 +222,4 @@ def cells(spec: dict) -> list[list]:
     return cells_under(spec["rows"], "cell", "base")
 
 
-def table(name: str, spec: dict, inputs, **options) -> tuple[pd.DataFrame, str, pd.DataFrame]:
-    return render(name, read(inputs, **options), spec)
-
-
-def figure(name: str, spec: dict, inputs):
-    ev = Evaluations(inputs)
-    fig = sweep_figure(ev, spec)
-    ev.check(name)
-    return fig
-
-
-LAYOUT = Layout(cells, table=table, figure=figure)
+LAYOUT = Layout(cells, table=table_of(render), figure=figure_of(sweep_figure))

@@ -119,14 +119,17 @@ class Section:
             )
         return e
 
-    def arch(self, value, key: str = "arch") -> str:
-        archs = self.plan.config["architectures"]
-        if value not in archs:
+    def _listed(self, value, where: str, what: str, config_key: str):
+        """``value`` when the top-level ``config_key`` lists it; else the error names both keys."""
+        options = self.plan.config[config_key]
+        if value not in options:
             raise StudyError(
-                f"config key study.{self.name}.{key}: architecture {value!r} is not in config key "
-                f"architectures {archs}"
+                f"config key study.{self.name}{where}: {what} is not in config key {config_key} {options}"
             )
         return value
+
+    def arch(self, value, key: str = "arch") -> str:
+        return self._listed(value, f".{key}", f"architecture {value!r}", "architectures")
 
     def attack(self, value, key: str = "attack") -> str:
         if value not in self.plan.attacks:
@@ -137,21 +140,10 @@ class Section:
         return value
 
     def weighting(self, value) -> str:
-        weightings = self.plan.config["weightings"]
-        if value not in weightings:
-            raise StudyError(
-                f"config key study.{self.name}: weighting {value!r} is not in config key weightings "
-                f"{weightings}"
-            )
-        return value
+        return self._listed(value, "", f"weighting {value!r}", "weightings")
 
     def seed(self, value) -> int:
-        seeds = self.plan.config["seeds"]
-        if value not in seeds:
-            raise StudyError(
-                f"config key study.{self.name}.seed: seed {value} is not in config key seeds {seeds}"
-            )
-        return value
+        return self._listed(value, ".seed", f"seed {value}", "seeds")
 
     def model(self, arch, weighting, tasks, seed, main, adversarial=None) -> IDS.ModelSpec:
         try:

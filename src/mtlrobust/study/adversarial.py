@@ -14,26 +14,23 @@ def _budget_of(s: Section, attack: str) -> tuple[str, float]:
     return spec.get("norm") or method_default(spec["method"], "norm"), spec["eps"]
 
 
-def table_at(s: Section) -> dict:
-    """Table 1's layout for the models adversarially trained under one ``training.adversarial`` setting
-    next to the standard models with the same tasks (rows: training x attack x kind x main, plus the clean
-    error of each main task), and per adversarially trained model the cells of its gradient-masking
-    checks (``analysis/layouts/adversarial.py``): PGD's loss after each step (traced), APGD vs PGD, the eps
-    sweep and the unbounded attack."""
-    c, plan = s.cfg, s.plan
-    names = sorted(plan.adversarial)
+def _setting(s: Section) -> str:
+    """The ``training.adversarial`` setting the table shows (default: the first by name)."""
+    names = sorted(s.plan.adversarial)
     if not names:
         raise StudyError("config key study.table_at: needs a setting under training.adversarial (none given)")
-    setting = c["setting"] or names[0]
+    setting = s.cfg["setting"] or names[0]
     if setting not in names:
         raise StudyError(
             f"config key study.table_at.setting: {setting!r} is not under training.adversarial {names}"
         )
-    tasks = s.tasks()
-    mains = s.mains(tasks)
-    arch, epoch, seeds = s.arch(c["arch"]), s.epoch(c["epoch"]), seeds_of(s)
-    weightings = [s.weighting(w) for w in c["weightings"]]
-    attacks = [s.attack(a, "attacks") for a in c["attacks"]]
+    return setting
+
+
+def _check_attacks(s: Section, attacks: list[str]) -> tuple[str, str, list[str], str | None]:
+    """The masking checks' attacks: (the reference one, the one set against it, the eps sweep in eps order,
+    the unbounded one or None)."""
+    plan, c = s.plan, s.cfg
     pgd = next((a for a in attacks if is_reference(plan.attacks[a])), None)
     apgd = next((a for a in attacks if method_of(plan.attacks[a]).masking_check), None)
     if pgd is None or apgd is None:
@@ -51,26 +48,39 @@ def table_at(s: Section) -> dict:
             f"config key study.table_at.unbounded: attack {unbounded!r} has norm/eps "
             f"{_budget_of(s, unbounded)}; expected an L-inf attack with eps 1 (the whole input range)"
         )
-    columns = [f"{w}:{letter(a)}" for w in weightings for a in tasks]
+    return pgd, apgd, sweep, unbounded
+
+
+def table_at(s: Section) -> dict:
+    """Table 1's layout for the models adversarially trained under one ``training.adversarial`` setting
+    next to the standard models with the same tasks (rows: training x attack x kind x main, plus the clean
+    error of each main task), and per adversarially trained model the cells of its gradient-masking
+    checks (``analysis/layouts/adversarial.py``): PGD's loss after each step (traced), APGD vs PGD, the eps
+    sweep and the unbounded attack."""
+    c, plan = s.cfg, s.plan
+    setting = _setting(s)
+    tasks = s.tasks()
+    mains = s.mains(tasks)
+    arch, epoch, seeds = s.arch(c["arch"]), s.epoch(c["epoch"]), seeds_of(s)
+    weightings = [s.weighting(w) for w in c["weightings"]]
+    attacks = [s.attack(a, "attacks") for a in c["attacks"]]
+    pgd, apgd, sweep, unbounded = _check_attacks(s, attacks)
 
     def cells(attack, m, kind, adversarial):
         return [merged([s.pair(arch, w, sd, epoch, attack, m, a, kind, adversarial) for sd in seeds])
                 for w in weightings for a in tasks]  # fmt: skip
 
-    rows = []
-    for training, adv in (("standard", None), ("adversarial", setting)):
-        for attack in attacks:
-            for kind in c["kinds"]:
-                for m in mains:
-                    row = {"labels": [training, attack, kind, letter(m)], "training": training,
-                           "attack": attack, "kind": kind, "main": m, "cells": cells(attack, m, kind, adv),
-                           "emphasize": [f"{w}:{letter(m)}" for w in weightings]}  # fmt: skip
-                    if adv:
-                        row["std_cells"] = cells(attack, m, kind, None)
-                    rows.append(row)
-    grid = itertools.product(mains, weightings, tasks, seeds)
+    def row(training, adv, attack, kind, m):
+        out = {"labels": [training, attack, kind, letter(m)], "training": training, "attack": attack,
+               "kind": kind, "main": m, "cells": cells(attack, m, kind, adv),
+               "emphasize": [f"{w}:{letter(m)}" for w in weightings]}  # fmt: skip
+        return {**out, "std_cells": cells(attack, m, kind, None)} if adv else out
+
+    rows = [row(training, adv, attack, kind, m)
+            for training, adv in (("standard", None), ("adversarial", setting))
+            for attack in attacks for kind in c["kinds"] for m in mains]  # fmt: skip
     checks = {}  # model id -> its checks (a single-task model appears once per weighting)
-    for m, w, a, sd in grid:
+    for m, w, a, sd in itertools.product(mains, weightings, tasks, seeds):
 
         def one(attack, m=m, w=w, a=a, sd=sd):
             return s.pair(arch, w, sd, epoch, attack, m, a, "single", setting)
@@ -89,7 +99,7 @@ def table_at(s: Section) -> dict:
         "setting_text": f"training attack {a_spec['attack']['name']} on the {a_spec['tasks']} task(s), "
         f"share {a_spec['share']:g} of each batch",
         "label_columns": ["training", "attack", "kind", "main"],
-        "columns": columns,
+        "columns": [f"{w}:{letter(a)}" for w in weightings for a in tasks],
         "rows": rows,
         "checks": list(checks.values()),
     }

@@ -1,10 +1,10 @@
 """README "Extending": a new attack, or a new output, is one file plus its import and registry line.
 
 Each test copies the package and adds one file and those two lines, nothing else: ``attacks/noise.py``
-(uniform noise in the eps-ball, its ``Method`` line in ``attacks/spec.py``), or ``study/pairs.py`` (a planner
-of the existing grid layout, its ``OUTPUTS`` line in ``study/registry.py``). Then, with the copy first on the
-path, it plans the test study with that output alone (Table 2 set to the new attack, or the new output),
-trains its models, evaluates them with ``mtlrobust evaluate`` and renders the output.
+(uniform noise in the eps-ball, its ``Method`` line in ``attacks/spec.py``), or ``study/outputs/pairs.py``
+(a planner of the existing grid layout, its ``OUTPUTS`` line in ``study/outputs/__init__.py``). Then, with
+the copy first on the path, it plans the test study with that output alone (Table 2 set to the new attack,
+or the new output), trains its models, evaluates them with ``mtlrobust evaluate`` and renders the output.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ PAIRS = '''"""Pairs: the relative vulnerability of each uniform pair model, next
 
 from __future__ import annotations
 
-from .checks import letter
-from .plan import Section
+from ..checks import letter
+from ..plan import Section
 
 
 def pairs(s: Section) -> dict:
@@ -211,9 +211,9 @@ def changed_files(a: Path, b: Path) -> list[str]:
 
 
 def add_output(root: Path) -> Path:
-    """The pairs output: its planner's file, its import and its ``OUTPUTS`` line in registry.py."""
-    lines = {"from .plan import Section": PAIRS_IMPORT, "OUTPUTS: dict[str, Entry] = {\n": PAIRS_ENTRY}
-    return copy_adding(root, "study/pairs.py", PAIRS, "study/registry.py", lines)
+    """The pairs output: its planner's file, its import and its ``OUTPUTS`` line in the registry."""
+    lines = {"from ..plan import Section": PAIRS_IMPORT, "OUTPUTS: dict[str, Entry] = {\n": PAIRS_ENTRY}
+    return copy_adding(root, "study/outputs/pairs.py", PAIRS, "study/outputs/__init__.py", lines)
 
 
 def run_driver(pkg: Path, work: Path, packed_dir: Path, config: dict, name: str, sections: dict) -> None:
@@ -264,9 +264,9 @@ def test_a_new_attack_is_one_file_and_its_registry_line(packed_dir, tmp_path):
 @pytest.mark.slow
 def test_a_new_output_is_one_file_and_its_registry_line(packed_dir, tmp_path):
     pkg = add_output(tmp_path / "src")
-    assert changed_files(PACKAGE, pkg) == ["study/pairs.py", "study/registry.py"]
-    lines = (pkg / "study" / "registry.py").read_text().splitlines()
-    assert len(lines) == len((PACKAGE / "study" / "registry.py").read_text().splitlines()) + 2
+    assert changed_files(PACKAGE, pkg) == ["study/outputs/__init__.py", "study/outputs/pairs.py"]
+    lines = (pkg / "study" / "outputs" / "__init__.py").read_text().splitlines()
+    assert len(lines) == len((PACKAGE / "study" / "outputs" / "__init__.py").read_text().splitlines()) + 2
     work = tmp_path / "work"
     section = {
         "enabled": True,

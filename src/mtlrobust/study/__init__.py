@@ -11,16 +11,17 @@ order): one row of the reduced evaluation of one evaluation CSV. An output's *sp
 labels and layout; each output depends on the evaluation CSVs of its own cells only.
 
 Modules: ``checks`` (config checks), ``attack_specs`` (the study's attacks), ``plan`` (Plan, Output, Section),
-one module per family of outputs (``paper``, ``sweeps``, ``recommend``, ``supplementary``, ``steps``,
-``adversarial``), ``registry`` (OUTPUTS), ``build`` and ``read`` (strict YAML, schema, ``load``).
+``outputs`` (the registry ``OUTPUTS`` and one planner module per family of outputs: ``paper``, ``sweeps``,
+``recommend``, ``supplementary``, ``steps``, ``adversarial``), ``build`` and ``read`` (strict YAML, schema,
+``load``).
 """
 
 from .attack_specs import matched_l2_eps, method_default
 from .build import build
 from .checks import StudyError, check_inputs, check_licence
+from .outputs import CLAIMS_SOURCES, OUTPUTS
 from .plan import Output, Plan, Section
 from .read import SCHEMA, load, load_workflow, plan_of, read, validated
-from .registry import CLAIMS_SOURCES, OUTPUTS
 
 __all__ = [
     "CLAIMS_SOURCES", "OUTPUTS", "SCHEMA", "Output", "Plan", "Section", "StudyError", "build",

@@ -6,8 +6,8 @@ from .. import ids as IDS
 from ..analysis.layouts import LAYOUTS
 from .attack_specs import adversarial_settings, attack_spec
 from .checks import StudyError, check_settings, task_list
+from .outputs import OUTPUTS
 from .plan import Output, Plan, Section
-from .registry import OUTPUTS
 
 
 def build(config: dict) -> Plan:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import itertools
 
-from .attack_specs import check_eps_sweep, is_reference, method_default, method_of, methods_with
-from .checks import StudyError, letter
-from .plan import Section, merged, seeds_of
+from ..attack_specs import check_eps_sweep, is_reference, method_default, method_of, methods_with
+from ..checks import StudyError, letter
+from ..plan import Section, merged, seeds_of
 
 
 def _budget_of(s: Section, attack: str) -> tuple[str, float]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import itertools
 import math
 
-from .. import tasks as T
-from .checks import StudyError, letter, task_list
-from .plan import KINDS, Section, setting_of
+from ... import tasks as T
+from ..checks import StudyError, letter, task_list
+from ..plan import KINDS, Section, setting_of
 
 
 def supp_tables(s: Section) -> dict:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .attack_specs import check_eps_sweep, matched_l2_eps, method_default
-from .checks import StudyError, eps_label, letter
-from .plan import KINDS, Plan, Section, merged, seeds_of
+from ..attack_specs import check_eps_sweep, matched_l2_eps, method_default
+from ..checks import StudyError, eps_label, letter
+from ..plan import KINDS, Plan, Section, merged, seeds_of
 
 
 def check_matched_l2(plan: Plan, attacks: dict[str, str], key: str) -> None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .. import tasks as T
-from .attack_specs import method_steps
-from .checks import StudyError, letter, task_list
-from .plan import Section
+from ... import tasks as T
+from ..attack_specs import method_steps
+from ..checks import StudyError, letter, task_list
+from ..plan import Section
 
 
 def steps(s: Section) -> dict:

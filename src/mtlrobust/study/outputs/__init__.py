@@ -1,7 +1,9 @@
-"""The registry of outputs: name -> how its study section is planned and what it renders.
+"""The registry of outputs: name -> how its study section is planned and what it renders; one planner module
+per family of outputs next to it.
 
 To add an output, write a planner ``def NAME(s: Section) -> dict`` returning a spec of a layout
-(``analysis.layouts``), add its line here and its ``study.NAME`` section (with ``enabled``) to the schema.
+(``analysis.layouts``) in a module here, add its import and its line below, and its ``study.NAME`` section
+(with ``enabled``) to the schema.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..plan import Section
 from . import adversarial, paper, recommend, steps, supplementary, sweeps
-from .plan import Section
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .. import tasks as T
-from .attack_specs import equal_pgd, is_reference, method_captions, method_default
-from .checks import StudyError, letter, task_list
-from .plan import KINDS, Section, merged, seeds_of
+from ... import tasks as T
+from ..attack_specs import equal_pgd, is_reference, method_captions, method_default
+from ..checks import StudyError, letter, task_list
+from ..plan import KINDS, Section, merged, seeds_of
 
 
 def _grid(s: Section, title: str, note: str, row_keys, attack_of, kind_of, pgd_of=lambda rk: None) -> dict:

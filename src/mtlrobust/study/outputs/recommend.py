@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .. import tasks as T
-from .checks import StudyError, letter
-from .plan import Section
+from ... import tasks as T
+from ..checks import StudyError, letter
+from ..plan import Section
 
 
 def recommend(s: Section) -> dict:

@@ -10,6 +10,7 @@ from .evaluations import FRAGILE_SHARE, Evaluations
 
 FRAGILE_MARK = "†"
 
+# comparison -> (mark when significantly lower, when significantly higher), and what it compares with
 MARKS = {
     "single_task": ("↓st", "↑st", "the single-task model of the same main task (italic diagonal)"),
     "uniform": ("↓uni", "↑uni", "the uniformly weighted model with the same tasks"),

@@ -19,7 +19,7 @@ from test_train import _assert_same_state, _cfg
 
 from mtlrobust import adversarial as ADV
 from mtlrobust import commands, study
-from mtlrobust import plan as P
+from mtlrobust import cost as P
 from mtlrobust.checkpoint import load_checkpoint, load_model, load_training_state, resume_path
 from mtlrobust.cli import main as cli_main
 from mtlrobust.data.packed import PackedDataset
@@ -294,7 +294,7 @@ def test_table_at_marks_known_effects_reports_failed_checks_and_the_claims_follo
     import pandas as pd
 
     from mtlrobust.analysis import claims as CL
-    from mtlrobust.analysis import tables as TB
+    from mtlrobust.analysis import render as RD
 
     plan = study.build(study.validated(_study()))
     out = plan.outputs["table_at"]
@@ -303,7 +303,14 @@ def test_table_at_marks_known_effects_reports_failed_checks_and_the_claims_follo
     pd.DataFrame([{"model_id": m, "epoch": 2, "task": t, "trivial_error": 5.0, "beats_trivial": True}
                   for m, s in plan.models.items()
                   for t in s.tasks]).to_csv(models, index=False)  # fmt: skip
-    TB.write("table_at", out.spec, inputs, tmp_path / "table_at.csv", tmp_path / "cells.csv", models=models)
+    RD.write(
+        "table_at",
+        out.spec,
+        inputs,
+        csv=tmp_path / "table_at.csv",
+        cells=tmp_path / "cells.csv",
+        models=models,
+    )
     md = (tmp_path / "table_at.md").read_text()
     t = pd.read_csv(tmp_path / "table_at.csv")
     adv = t[(t["training"] == "adversarial") & (t["attack"] == "pgd")].iloc[0]

@@ -13,9 +13,13 @@ from scipy.stats import pearsonr
 from mtlrobust import cli, study
 from mtlrobust.analysis import aggregate as AG
 from mtlrobust.analysis import claims as CL
-from mtlrobust.analysis import figures as FG
+from mtlrobust.analysis import evaluations as E
+from mtlrobust.analysis import render as RD
 from mtlrobust.analysis import stats as S
-from mtlrobust.analysis import tables as TB
+from mtlrobust.analysis.layouts import bars as BA
+from mtlrobust.analysis.layouts import correlations as CO
+from mtlrobust.analysis.layouts import grid as GR
+from mtlrobust.analysis.layouts import sweep as SW
 from mtlrobust.evaluate import COLUMNS, TRAILER
 from mtlrobust.ids import model_spec, parse_model_id
 
@@ -228,13 +232,13 @@ def test_table1_places_each_cell_from_the_plan(planned):
     plan, paths = planned
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        t, md = TB.render(
-            "table1", TB.Evaluations(_inputs(plan, paths, "table1")), plan.outputs["table1"].spec
+        t, md, _ = GR.render(
+            "table1", E.Evaluations(_inputs(plan, paths, "table1")), plan.outputs["table1"].spec
         )
     t = t.set_index(["attack", "main"])
     columns = [f"{w}:{a}" for w in ("uniform", "paper") for a in LET]
-    assert list(t.columns) == [f"{c}{x}" for c in columns for x in TB.GRID_SUFFIXES]
-    assert TB.GRID_SUFFIXES[:4] == ("", "_lo", "_hi", "_n")
+    assert list(t.columns) == [f"{c}{x}" for c in columns for x in GR.GRID_SUFFIXES]
+    assert GR.GRID_SUFFIXES[:4] == ("", "_lo", "_hi", "_n")
     assert (t[[f"{c}_n" for c in columns]] == 2).all().all()  # 2 test samples behind every cell
     assert t.loc[("single", "d"), "uniform:D"] == 100 * 2 + 10 * 3 + 1
     assert t.loc[("multi", "d"), "uniform:D"] == 100 * 2 + 10 * 3 + 2
@@ -271,15 +275,15 @@ def test_missing_cells_warn_and_stay_empty_and_no_cell_at_all_fails(planned, tmp
     paths = write_evals(tmp_path, plan, drop={(mid, 150, "pgd", "seg")})
     spec = plan.outputs["table1"].spec
     with pytest.warns(UserWarning, match="1 cell"):
-        t, _ = TB.render("table1", TB.Evaluations(paths), spec)
+        t, _, _ = GR.render("table1", E.Evaluations(paths), spec)
     assert math.isnan(t.set_index(["attack", "main"]).loc[("single", "s"), "uniform:d"])
     with pytest.raises(ValueError, match=r"table1: none of its 27 cell\(s\)"):
-        TB.render("table1", TB.Evaluations(_inputs(plan, paths, "rq1_eps")), spec)
+        GR.render("table1", E.Evaluations(_inputs(plan, paths, "rq1_eps")), spec)
 
 
 def test_table2_rows_are_attacks_multi_only(planned):
     plan, paths = planned
-    t, _ = TB.render("table2", TB.Evaluations(paths), plan.outputs["table2"].spec)
+    t, _, _ = GR.render("table2", E.Evaluations(paths), plan.outputs["table2"].spec)
     t = t.set_index(["attack", "main"])
     assert t.loc[("apgd", "s"), "uniform:d"] == 400 + 122
     assert t.loc[("wgd", "s"), "paper:d"] == 500 + 127
@@ -288,14 +292,14 @@ def test_table2_rows_are_attacks_multi_only(planned):
 
 def test_pearson_matches_scipy_and_handles_degenerate_input():
     x, y = [1.0, 2.0, 3.0, 4.5, float("nan")], [2.0, 1.0, 4.0, 5.0, 3.0]
-    n, r, p = TB.pearson(x, y)
+    n, r, p = CO.pearson(x, y)
     ref = pearsonr(x[:4], y[:4])
     assert n == 4 and r == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
     with pytest.warns(UserWarning, match="only 2"):
-        n, r, p = TB.pearson([1, 2], [3, 4])
+        n, r, p = CO.pearson([1, 2], [3, 4])
     assert n == 2 and math.isnan(r) and math.isnan(p)
     with pytest.warns(UserWarning, match="constant"):
-        assert math.isnan(TB.pearson([1, 1, 1], [1, 2, 3])[1])
+        assert math.isnan(CO.pearson([1, 1, 1], [1, 2, 3])[1])
 
 
 def test_table3_correlates_the_right_cells(planned, tmp_path):
@@ -311,8 +315,8 @@ def test_table3_correlates_the_right_cells(planned, tmp_path):
 
     paths = write_evals(tmp_path, plan, value)
     spec = plan.outputs["table3"].spec
-    t, md = TB.render("table3", TB.Evaluations(paths), spec)
-    assert list(t.columns) == TB.CORRELATION_COLUMNS
+    t, md, _ = CO.render("table3", E.Evaluations(paths), spec)
+    assert list(t.columns) == CO.CORRELATION_COLUMNS
     cells = [(m, a) for m in LET for a in LET]
     v150 = [100 * IDX[m] + 10 * IDX[a] + 1 for m, a in cells]
     v50 = [noise[v] for v in v150]
@@ -328,7 +332,7 @@ def test_table3_correlates_the_right_cells(planned, tmp_path):
     # a proxy model that does not beat the constant predictor leaves the correlation, named in the Markdown
     first = spec["rows"][0]["x"]["cells"][0]
     bad = {(first[0], int(first[1]), first[4])}
-    t2, md2 = TB.render("table3", TB.Evaluations(paths, untrained=bad), spec)
+    t2, md2, _ = CO.render("table3", E.Evaluations(paths, untrained=bad), spec)
     assert t2.loc[0, "n"] == 8 and t2.loc[0, "excluded"] == f"{first[0]} at epoch {first[1]} ({first[4]})"
     assert t2.loc[0, "pearson_r"] == pytest.approx(pearsonr(v50[1:], v150[1:]).statistic)
     assert f"- resnet18 at epoch 50 vs resnet18 at epoch 150: {first[0]}" in md2
@@ -337,8 +341,8 @@ def test_table3_correlates_the_right_cells(planned, tmp_path):
 def test_rq1_sweeps_label_settings_from_the_plan_and_summarise(planned, tmp_path):
     plan, paths = planned
     spec = plan.outputs["rq1_eps"].spec
-    long = TB.sweep(TB.Evaluations(paths), spec)
-    assert list(long.columns) == TB.SWEEP_COLUMNS and len(long) == 2 * 2 * 2
+    long = SW.sweep(E.Evaluations(paths), spec)
+    assert list(long.columns) == SW.SWEEP_COLUMNS and len(long) == 2 * 2 * 2
     assert list(dict.fromkeys(long["value"])) == ["16/255", "4/255"]  # the study file's order
     row = long[(long["value"] == "4/255") & (long["main"] == "s") & (long["kind"] == "multi")].iloc[0]
     assert (row["rel_vuln"], row["single_task_rel_vuln"], row["less_vulnerable"]) == (
@@ -346,9 +350,9 @@ def test_rq1_sweeps_label_settings_from_the_plan_and_summarise(planned, tmp_path
         200 + 111,
         False,
     )
-    summ = TB.sweep_summary(long).set_index(["value", "kind"])
+    summ = SW.sweep_summary(long).set_index(["value", "kind"])
     assert summ.loc[("4/255", "single"), "pairs"] == 2
-    norm = TB.sweep(TB.Evaluations(paths), plan.outputs["rq1_norm"].spec)
+    norm = SW.sweep(E.Evaluations(paths), plan.outputs["rq1_norm"].spec)
     assert list(dict.fromkeys(norm["value"])) == ["l2", "linf"]  # label order, not the file's key order
     spec_file = tmp_path / "rq1_eps.json"
     spec_file.write_text(plan.outputs["rq1_eps"].spec_json)
@@ -365,7 +369,7 @@ def test_rq1_sweeps_label_settings_from_the_plan_and_summarise(planned, tmp_path
 def test_per_sample_rows_of_a_cell(planned):
     plan, paths = planned
     cell = plan.outputs["table1"].spec["rows"][0]["cells"][1]
-    rows = TB.Evaluations(paths).per_sample(cell)
+    rows = E.Evaluations(paths).per_sample(cell)
     assert rows["sample"].tolist() == [0, 1]
     c = clean_of(cell[0], cell[4])
     assert (
@@ -376,9 +380,9 @@ def test_per_sample_rows_of_a_cell(planned):
 def test_figure1_data_and_files_are_deterministic(planned, tmp_path):
     plan, paths = planned
     spec = plan.outputs["figure1"].spec
-    ev = TB.Evaluations(paths)
-    t, marginals = FG.figure1_data(ev, spec)
-    assert list(t.columns) == TB.BAR_COLUMNS
+    ev = E.Evaluations(paths)
+    t, marginals = BA.bars(ev, spec)
+    assert list(t.columns) == BA.BAR_COLUMNS
     assert [(o, "".join(g["task"])) for o, g in t.groupby("order", sort=False)] == [
         ("sdD", "sdD"),
         ("Dds", "Dds"),
@@ -393,7 +397,7 @@ def test_figure1_data_and_files_are_deterministic(planned, tmp_path):
         assert not (g["E_dL_lo"] > g["E_dL"]).any() and not (g["E_dL"] > g["E_dL_hi"]).any()
     first = t[t["order"] == "sdD"]["E_dL"].tolist()
     assert first == [ev.value(c, "adv_vulnerability") for c in spec["panels"][0]["cells"]]  # unchanged values
-    cells = TB.bar_cells("figure1", t, marginals)
+    cells = BA.bar_cells("figure1", t, marginals)
     dom = cells[cells["stat"] == "dominance"].set_index("order")
     steps = np.diff(first)  # the steps after the first task
     assert dom.loc["sdD", "value"] == pytest.approx(steps.max() / np.abs(steps).sum())
@@ -401,7 +405,7 @@ def test_figure1_data_and_files_are_deterministic(planned, tmp_path):
     outs = []
     for k in range(2):
         png = tmp_path / f"run{k}" / "figure1.png"
-        FG.write("figure1", spec, _inputs(plan, paths, "figure1"), png)
+        RD.write("figure1", spec, _inputs(plan, paths, "figure1"), png=png)
         outs.append((png.read_bytes(), png.with_suffix(".pdf").read_bytes()))
     assert len(outs[0][0]) > 10_000 and outs[0] == outs[1]
 
@@ -465,7 +469,7 @@ def coded(tmp_path_factory):
 
 def test_intervals_exclude_or_contain_zero_and_match_stats(coded):
     single, pair, base, sym, paths = coded
-    ev = TB.Evaluations(paths)
+    ev = E.Evaluations(paths)
     iv = ev.interval(_cell(single, "seg"))
     assert iv.n == N and 0 < iv.lo < base.mean() < iv.hi  # clearly vulnerable: excludes 0
     ref = S.rel_vuln_interval(np.ones(N), 1 + base)  # the same draws (n, resamples, seed)
@@ -480,7 +484,7 @@ def test_comparisons_are_paired_and_marked_only_when_the_interval_excludes_0(cod
     spec = grid_spec([("single", [_cell(single, "seg"), _cell(pair, "seg")]),
                       ("multi", [_cell(single, "seg"), _cell(pair, "seg+depth_z")])])  # fmt: skip
     out = tmp_path / "t.csv"
-    TB.write("table1", spec, paths, out, tmp_path / "cells" / "t.csv")
+    RD.write("table1", spec, paths, csv=out, cells=tmp_path / "cells" / "t.csv")
     t = pd.read_csv(out).set_index("attack")
     # unpaired, the two cells' intervals overlap widely ...
     assert t.loc["single", "uniform:d_lo"] < t.loc["single", "uniform:s_hi"]
@@ -505,7 +509,7 @@ def test_several_seeds_merge_by_seed_aggregate(coded, tmp_path):
     single, pair, base, sym, paths = coded
     seed1 = model_spec("resnet18", "uniform", ["seg"], 1).id
     paths = [*paths, write_coded(tmp_path / "s1.csv", seed1, ["seg"], {"seg": {"seg": base + 1.0}})]
-    ev = TB.Evaluations(paths)
+    ev = E.Evaluations(paths)
     per = [ev.interval(_cell(m, "seg")) for m in (single, seed1)]
     both = ev.interval([_cell(single, "seg"), _cell(seed1, "seg")])
     assert both.n_seeds == 2 and both.n == N
@@ -514,7 +518,7 @@ def test_several_seeds_merge_by_seed_aggregate(coded, tmp_path):
     assert both.lo < per[0].value and both.hi > per[1].value  # the spread across seeds is kept
     spec = grid_spec([("single", [[_cell(single, "seg"), _cell(seed1, "seg")], None])])
     spec["columns"] = ["uniform:s", "uniform:d"]
-    _, md, cells = TB.render_all("table1", ev, spec)
+    _, md, cells = GR.render("table1", ev, spec)
     assert cells["n_seeds"].tolist() == [2] and S.format_interval(both) in md
 
 
@@ -533,12 +537,12 @@ def test_a_section_with_several_seeds_merges_them_in_each_cell(tmp_path):
         return code(mid, epoch, attack, attacked, task) + parse_model_id(mid).seed
 
     paths = write_evals(tmp_path, plan, value)
-    t, md, cells = TB.render_all("table1", TB.Evaluations(paths), plan.outputs["table1"].spec)
+    t, md, cells = GR.render("table1", E.Evaluations(paths), plan.outputs["table1"].spec)
     row = t.set_index(["attack", "main"]).loc[("single", "s")]
     # no sample noise: the two-level bootstrap resamples the 2 seeds, so its interval spans both seeds' values
     assert (row["uniform:d"], row["uniform:d_lo"], row["uniform:d_hi"]) == (121.5, 121, 122)
     assert set(cells["n_seeds"]) == {2}
-    long = TB.sweep(TB.Evaluations(paths), plan.outputs["rq1_eps"].spec)
+    long = SW.sweep(E.Evaluations(paths), plan.outputs["rq1_eps"].spec)
     assert ((long[["rel_vuln", "single_task_rel_vuln"]].abs() % 1) == 0.5).all().all()  # seed means
     with pytest.raises(study.StudyError, match=r"study.table1.seed: seed 2 is not in config key seeds"):
         study.build(study.validated({**c, "study": {**c["study"], "table1": {"seeds": [0, 2]}}}))

@@ -14,7 +14,7 @@ import torch
 from test_train import _cfg
 
 from mtlrobust import checkpoint as C
-from mtlrobust import commands, files, plan, study
+from mtlrobust import commands, cost, files, study
 from mtlrobust import train as TR
 from mtlrobust.cli import main as cli_main
 from mtlrobust.models import MultiTaskNet
@@ -264,10 +264,10 @@ def test_evaluate_writes_a_line_per_batch_and_subset_when_no_bar_is_shown(capsys
 # ---------------------------------------------------------------------------------- plan: time and disk
 def test_plan_estimates_at_the_model_resolution_and_says_so(capsys):
     per_epoch = {"resnet18": 256.0, "resnet50": 512.0}
-    at32 = plan.at_resolution(per_epoch, 32)
+    at32 = cost.at_resolution(per_epoch, 32)
     assert at32 == {"resnet18": 4.0, "resnet50": 8.0}  # (32/256)^2 of the 256 px seconds
-    assert plan.at_resolution(per_epoch, 64)["resnet18"] == 4 * at32["resnet18"]
-    assert plan.at_resolution(per_epoch, 256) == per_epoch
+    assert cost.at_resolution(per_epoch, 64)["resnet18"] == 4 * at32["resnet18"]
+    assert cost.at_resolution(per_epoch, 256) == per_epoch
     assert cli_main(["plan", "--configfile", str(REPO / "studies" / "test.yaml")]) == 0
     out = capsys.readouterr().out
     res = study.load(REPO / "studies" / "test.yaml").config["model"]["resolution"]
@@ -277,14 +277,14 @@ def test_plan_estimates_at_the_model_resolution_and_says_so(capsys):
 
 def test_plan_disk_estimate_matches_real_checkpoints(tmp_path, capsys):
     p = study.load(REPO / "studies" / "test.yaml")
-    weights = plan.weights_bytes(p)
+    weights = cost.weights_bytes(p)
     for model_id in sorted(p.models)[:2]:
         m = p.models[model_id]
         net = MultiTaskNet(m.arch, list(m.tasks), decoder=p.config["model"]["decoder"])
         path = tmp_path / f"{model_id}.pt"
         torch.save({"model": net.state_dict()}, path)
         assert weights[model_id] == pytest.approx(path.stat().st_size, rel=0.01), model_id
-    disk = plan.disk_estimate(p, 100, 20, 10)
+    disk = cost.disk_estimate(p, 100, 20, 10)
     assert disk["checkpoints"] == sum(weights[m] for m, es in p.epochs.items() for _ in es)
     assert cli_main(["plan", "--configfile", str(REPO / "studies" / "test.yaml"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

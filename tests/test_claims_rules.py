@@ -15,7 +15,8 @@ from test_claims import PAIRS, cell, frame, verdicts
 
 from mtlrobust import study
 from mtlrobust.analysis import claims as C
-from mtlrobust.analysis import tables as TB
+from mtlrobust.analysis import evaluations as E
+from mtlrobust.analysis import render as RD
 from mtlrobust.evaluate import COLUMNS, TRAILER
 from mtlrobust.ids import model_spec
 
@@ -203,7 +204,7 @@ def test_table2_cells_carry_the_attacked_objective_against_pgd_and_the_wgd_varia
         _evals(tmp_path / "p.csv", pair, tasks, "pgd", "pgd", base),
         _evals(tmp_path / "w.csv", pair, tasks, "wgd_paper", "wgd", up, '{"variant":"paper"}'),
     ]
-    ev = TB.Evaluations(paths)
+    ev = E.Evaluations(paths)
     cell, pgd = [pair, 8, "wgd_paper", "seg+depth_z", "seg"], [pair, 8, "pgd", "seg+depth_z", "seg"]
     iv = ev.objective_diff(cell, pgd)
     assert iv.value == pytest.approx(
@@ -215,7 +216,7 @@ def test_table2_cells_carry_the_attacked_objective_against_pgd_and_the_wgd_varia
             "columns": ["uniform:d"], "value": "rel_vuln",
             "rows": [{"labels": ["wgd_paper", "s"], "kind": "multi", "attack": "wgd_paper", "cells": [cell],
                       "pgd_cells": [pgd]}]}  # fmt: skip
-    TB.write("table2", spec, paths, tmp_path / "t2.csv", tmp_path / "cells.csv")
+    RD.write("table2", spec, paths, csv=tmp_path / "t2.csv", cells=tmp_path / "cells.csv")
     cells = pd.read_csv(tmp_path / "cells.csv", keep_default_na=False)
     row = cells[cells["vs"] == "pgd"].iloc[0]
     assert (row["variant"], float(row["obj_diff"])) == ("paper", pytest.approx(iv.value))

@@ -14,9 +14,8 @@ from test_documented_commands import _sidecar
 from test_outputs_more import REPO, write_evals
 
 from mtlrobust import cli, study
-from mtlrobust.analysis import figures
-from mtlrobust.analysis import steps as ST
-from mtlrobust.analysis import tables as TB
+from mtlrobust.analysis import render as RD
+from mtlrobust.analysis.layouts import sweep as SW
 
 MODEL_ID = re.compile(r"[a-z0-9_]+-[a-z0-9_]+-[a-z0-9_+]+-s\d+")
 
@@ -41,10 +40,7 @@ def _inputs(plan, name, folder):
 def _draw(plan, name, folder):
     spec = copy.deepcopy(plan.outputs[name].spec)
     inputs = _inputs(plan, name, folder)
-    if spec["layout"] == "steps":
-        fig = ST.figure(spec, ST.table(spec, ST.load(inputs)))
-    else:
-        fig = figures.draw(name, TB.Evaluations(inputs), spec)
+    fig = RD.figure(name, spec, inputs)
     fig.canvas.draw()
     return fig
 
@@ -124,7 +120,7 @@ def test_a_heavy_tailed_interval_switches_the_panel_to_symlog():
                           "single_task_rel_vuln": [0.2, 3.0], "single_task_rel_vuln_lo": [-0.05, 0.4],
                           "single_task_rel_vuln_hi": [0.9, 5.0]})  # fmt: skip
         fig, ax = plt.subplots()
-        suffix = figures._long_whiskers(ax, g)
+        suffix = SW._long_whiskers(ax, g)
         scale, bottom = ax.get_yscale(), ax.get_ylim()[0]
         plt.close(fig)
         return suffix, scale, bottom

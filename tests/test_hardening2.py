@@ -719,8 +719,9 @@ def _cases():  # noqa: C901 (one table of cases, grouped by stage)
     # -------------------------------------------------------------------------- tables and figures
     for stage, derived in (("tables", ".md"), ("figures", ".pdf")):
         ext = ".csv" if stage == "tables" else ".png"
+        layout = json.dumps({"layout": "grid" if stage == "tables" else "bars"})  # its inputs are read
 
-        def tb(c, *extra, spec="{}", out=None, inputs=None, ext=ext):
+        def tb(c, *extra, spec=layout, out=None, inputs=None, ext=ext):
             return [
                 "--spec",
                 spec,

@@ -17,8 +17,10 @@ import yaml
 
 from mtlrobust import evaluate, ids, study
 from mtlrobust import tasks as T
-from mtlrobust.analysis import figures, supplementary, tables
+from mtlrobust.analysis import render
 from mtlrobust.analysis.aggregate import read_eval, reduce_eval
+from mtlrobust.analysis.evaluations import CELL_COLUMNS, Evaluations
+from mtlrobust.analysis.layouts import LAYOUTS, bars, grid
 from mtlrobust.analysis.stats import Interval, format_interval
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +69,9 @@ def test_recommend_reuses_table3s_surrogate_encoder_cells():
     assert [p["proxy"] for p in spec["pairs"]] == arch_row["x"]["cells"]
     assert [p["target"] for p in spec["pairs"]] == arch_row["y"]["cells"]
     assert {(p["main"], p["aux"]) for p in spec["pairs"]} == {("s", "s"), ("s", "d"), ("d", "s"), ("d", "d")}
-    assert set(plan.outputs["recommend"].evals) == {(c[0], c[1], c[2]) for c in study.cells_of(spec)}
+    assert set(plan.outputs["recommend"].evals) == {
+        (c[0], c[1], c[2]) for c in LAYOUTS["recommend"].cells(spec)
+    }
 
 
 @pytest.mark.parametrize(
@@ -240,10 +244,10 @@ def test_supp_tables_renders_the_cells_values(rendered):
     spec = plan.outputs["supp_tables"].spec
     out = folder / "supp_tables.csv"
     cells_out = folder / "cells_supp_tables.csv"
-    tables.write("supp_tables", spec, _inputs(plan, "supp_tables", paths), out, cells_out)
+    render.write("supp_tables", spec, _inputs(plan, "supp_tables", paths), csv=out, cells=cells_out)
     table = pd.read_csv(out)
     assert list(table.columns) == ["arch", "block", "main"] + [
-        f"{t}{x}" for t in "sd" for x in tables.GRID_SUFFIXES
+        f"{t}{x}" for t in "sd" for x in grid.GRID_SUFFIXES
     ]
     assert {"s_rom", "s_median", "s_top_share"} <= set(table.columns)  # the heavy-tail companions
     assert len(table) == 2 * 3 * 2  # archs x blocks x mains
@@ -267,7 +271,7 @@ def test_supp_tables_renders_the_cells_values(rendered):
     text = format_interval(Interval(diag["s"], diag["s_lo"], diag["s_hi"], 4))
     assert f"| clean | s | *{text}* |" in md  # the single-task model in italics
     long = pd.read_csv(cells_out)
-    assert list(long.columns) == tables.CELL_COLUMNS
+    assert list(long.columns) == CELL_COLUMNS
     assert len(long) == 2 * 2 * 2 * 2 and set(long["kind"]) == {"single", "multi"}  # no clean rows
     r = long[
         (long.arch == "resnet50") & (long.kind == "multi") & (long.main == "d") & (long.aux == "s")
@@ -279,7 +283,7 @@ def test_supp_tables_renders_the_cells_values(rendered):
 def test_supp_tables_without_any_cell_is_an_error(tmp_path):
     spec = plan_of().outputs["supp_tables"].spec
     with pytest.raises(ValueError, match="none of its"):
-        supplementary.write_supplementary("supp_tables", spec, [], tmp_path / "x.csv")
+        render.write("supp_tables", spec, [], csv=tmp_path / "x.csv")
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -288,7 +292,7 @@ def test_recommend_renders_through_the_registry(rendered):
     spec = plan.outputs["recommend"].spec
     out = folder / "recommend.csv"
     cells_out = folder / "cells_recommend.csv"
-    tables.write("recommend", spec, _inputs(plan, "recommend", paths), out, cells_out)
+    render.write("recommend", spec, _inputs(plan, "recommend", paths), csv=out, cells=cells_out)
     table = pd.read_csv(out)
     assert set(table["main"]) == {"s", "d", "all"}
     for p in spec["pairs"]:
@@ -306,7 +310,7 @@ def test_recommend_renders_through_the_registry(rendered):
 def test_table_sets_renders_as_a_grid(rendered):
     plan, paths, by_cell, folder = rendered
     spec = plan.outputs["table_sets"].spec
-    t, md = tables.render("table_sets", tables.Evaluations(_inputs(plan, "table_sets", paths)), spec)
+    t, md, _ = grid.render("table_sets", Evaluations(_inputs(plan, "table_sets", paths)), spec)
     assert list(t.columns[:3]) == ["attack", "kind", "main"]
     for r, (_, row) in zip(spec["rows"], t.iterrows(), strict=True):
         for col, cell in zip(spec["columns"], r["cells"], strict=True):
@@ -318,11 +322,11 @@ def test_table_sets_renders_as_a_grid(rendered):
 def test_bar_figures_draw_each_panels_prefixes(rendered, name):
     plan, paths, by_cell, folder = rendered
     spec = plan.outputs[name].spec
-    ev = tables.Evaluations(_inputs(plan, name, paths))
-    t, _ = tables.bars(ev, spec)
+    ev = Evaluations(_inputs(plan, name, paths))
+    t, _ = bars.bars(ev, spec)
     assert list(dict.fromkeys(t["order"])) == [p["order"] for p in spec["panels"]]
     for p in spec["panels"]:
         got = t[t["order"] == p["order"]].sort_values("step")["E_dL"]
         assert list(got) == pytest.approx([by_cell[tuple(c)].adv_vulnerability for c in p["cells"]])
-    png = figures.write(name, copy.deepcopy(spec), _inputs(plan, name, paths), folder / f"{name}.png")
+    png = render.write(name, copy.deepcopy(spec), _inputs(plan, name, paths), png=folder / f"{name}.png")
     assert all(p.stat().st_size > 0 for p in png)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mtlrobust import cli, plan, study
+from mtlrobust import cli, cost, study
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_STUDY = REPO / "studies" / "test.yaml"
@@ -22,12 +22,12 @@ def test_job_counts_match_a_snakemake_dry_run(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     snakemake = Counter(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout + proc.stderr, re.M))
-    assert plan.job_counts(study.load(TEST_STUDY)) == snakemake
+    assert cost.job_counts(study.load(TEST_STUDY)) == snakemake
 
 
 def test_training_resumes_and_evaluations_charge_each_subset_and_step():
     p = study.load(TEST_STUDY)
-    jobs = plan.jobs(p)
+    jobs = cost.jobs(p)
     trains = [j for j in jobs if j["rule"] == "train"]
     # milestones 1 and 2: models needed at both train 1 + 1 epochs, models needed only at 2 train 2
     assert sorted(j["epochs"] for j in trains) == [1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]
@@ -36,8 +36,8 @@ def test_training_resumes_and_evaluations_charge_each_subset_and_step():
     apgd = [j for j in jobs if j["rule"] == "evaluate" and j["passes"] == 2 + 2]
     assert len(apgd) > 0  # steps: 2 in the test study
     p.attacks["apgd"] = {"name": "apgd", "method": "apgd", "eps": 0.03}  # no steps: apgd's own 100
-    assert max(j.get("passes", 0) for j in plan.jobs(p)) == 100 + 2
-    hours = plan.estimate(
+    assert max(j.get("passes", 0) for j in cost.jobs(p)) == 100 + 2
+    hours = cost.estimate(
         [{"rule": "train", "arch": "resnet18", "epochs": 150},
          {"rule": "evaluate", "arch": "resnet18", "subsets": 2, "passes": 27}],
         {"resnet18": 3600.0}, epoch_images=100, test_images=10,
@@ -45,7 +45,7 @@ def test_training_resumes_and_evaluations_charge_each_subset_and_step():
     assert hours[("train", "resnet18")] == pytest.approx(150.0)  # 150 epochs x 1 h
     assert hours[("evaluate", "resnet18")] == pytest.approx(10 * 2 * 27 * 36 * 2 / 3 / 3600)
     with pytest.raises(ValueError, match="resnet18"):  # no seconds for an architecture the study trains
-        plan.estimate(jobs, {"xception": 1.0}, 100, 1000)
+        cost.estimate(jobs, {"xception": 1.0}, 100, 1000)
 
 
 def test_cli_prints_counts_and_hours_as_json(capsys):

@@ -9,6 +9,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from mtlrobust.analysis import recommend as R
+from mtlrobust.analysis import recommend_command as RC
 from mtlrobust.analysis import stats as S
 from mtlrobust.evaluate import COLUMNS, write_csv
 
@@ -195,7 +196,7 @@ def test_duplicate_pair_is_an_error():
 
 def _args(*argv):
     p = argparse.ArgumentParser()
-    R.add_arguments(p)
+    RC.add_arguments(p)
     return p.parse_args([str(a) for a in argv])
 
 
@@ -205,15 +206,14 @@ def test_cli_is_deterministic_and_ignores_the_input_order(tmp_path):
     spec.write_text(json.dumps({"pairs": pairs}))
     listing = tmp_path / "inputs.txt"
     listing.write_text("\n".join(map(str, reversed(paths))) + "\n")
-    assert R.run(_args("--spec", spec, "--inputs", *paths, "--out", tmp_path / "a" / "recommend.csv")) == 0
-    assert (
-        R.run(_args("--spec", spec, "--inputs-from", listing, "--out", tmp_path / "b" / "recommend.csv")) == 0
-    )
+    assert RC.run(_args("--spec", spec, "--inputs", *paths, "--out", tmp_path / "a" / "recommend.csv")) == 0
+    b = tmp_path / "b" / "recommend.csv"
+    assert RC.run(_args("--spec", spec, "--inputs-from", listing, "--out", b)) == 0
     for name in ("recommend.csv", "recommend.md"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert list(pd.read_csv(tmp_path / "a" / "recommend.csv").columns) == R.COLUMNS
     with pytest.raises(IsADirectoryError, match="--out"):
-        R.run(_args("--spec", spec, "--inputs", *paths, "--out", tmp_path / "a"))
+        RC.run(_args("--spec", spec, "--inputs", *paths, "--out", tmp_path / "a"))
 
 
 def test_candidates_whose_models_do_not_beat_the_constant_predictor_are_left_out(tmp_path):

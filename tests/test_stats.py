@@ -9,7 +9,7 @@ import pytest
 
 from mtlrobust import metrics as M
 from mtlrobust.analysis import stats as S
-from mtlrobust.analysis import tables as TB
+from mtlrobust.analysis.layouts import correlations as CO
 
 
 def _cells(n=300, m=3, seed=0):
@@ -123,7 +123,7 @@ def test_pearson_interval_value_is_the_tables_r_and_its_draws_resample_cells_and
         S.resampled_means(S.ratios(clean, adv_y), counts),
     )
     iv = S.pearson_interval(x, y, rx, ry)
-    _, r, _ = TB.pearson(x, y)
+    _, r, _ = CO.pearson(x, y)
     assert iv.value == pytest.approx(r, abs=1e-12) and iv.n == m
     assert iv.lo <= iv.value <= iv.hi <= 1
     # by hand: draw d takes the cells pick[d] (with replacement) at their values in draw d

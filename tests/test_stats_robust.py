@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from mtlrobust.analysis import claims as CL
+from mtlrobust.analysis import evaluations as E
+from mtlrobust.analysis import render as RD
 from mtlrobust.analysis import stats as S
-from mtlrobust.analysis import tables as TB
 from mtlrobust.evaluate import COLUMNS, TRAILER
 from mtlrobust.ids import model_spec
 
@@ -53,7 +54,7 @@ def test_a_cell_carried_by_one_sample_reports_its_robust_companions_and_is_marke
                       "cells": [[single, 150, "pgd", "seg", "seg"],
                                 [pair, 150, "pgd", "seg", "seg"]]}]}  # fmt: skip
     out = tmp_path / "t1.csv"
-    TB.write("table1", spec, paths, out, tmp_path / "cells.csv")
+    RD.write("table1", spec, paths, csv=out, cells=tmp_path / "cells.csv")
     t = pd.read_csv(out).iloc[0]
     assert t["uniform:d"] == pytest.approx((9 + 9 * 0.1) / n)  # the paper's mean of ratios: 0.99
     assert t["uniform:d_rom"] == pytest.approx((0.1 + 9 * 1.1 - 0.01 - 9) / 9.01)  # 0.110
@@ -75,10 +76,10 @@ def test_a_cell_carried_by_one_sample_reports_its_robust_companions_and_is_marke
     )
     assert d["rom_diff"] == pytest.approx(0.99 / 9.01 - 0.5, abs=1e-6)  # vs the single-task model
     # a stricter threshold marks nothing, a looser one the even cell too
-    TB.write("table1", spec, paths, out, fragile_share=0.95)
+    RD.write("table1", spec, paths, csv=out, fragile_share=0.95)
     assert "†" not in out.with_suffix(".md").read_text()
     with pytest.raises(ValueError, match=r"fragile_share must be in \(0, 1\], got 0"):
-        TB.Evaluations(paths, fragile_share=0)
+        E.Evaluations(paths, fragile_share=0)
 
 
 def test_the_ratio_of_means_interval_uses_the_delta_method_se():

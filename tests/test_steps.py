@@ -17,7 +17,8 @@ from mtlrobust import evaluate as EV
 from mtlrobust import steptrace as ST
 from mtlrobust import study
 from mtlrobust import tasks as T
-from mtlrobust.analysis import steps as steps_out
+from mtlrobust.analysis import render
+from mtlrobust.analysis.layouts import steps as steps_out
 from mtlrobust.attacks import run_attack
 
 SPECS = {
@@ -179,7 +180,8 @@ def _sidecar(path, model_id, attack, errors, losses):
 def test_steps_table_computes_vulnerability_and_loss_change_per_step(tmp_path):
     series = {"label": "s model, s attacked", "cells": [["m", 2, "pgd", "seg", "seg"]]}
     panel = {"label": "sd", "main": "s", "series": [series]}
-    spec = {"title": "t", "attacks": ["pgd"], "steps": [2], "marks": [2], "panels": [panel]}
+    spec = {"layout": "steps", "title": "t", "attacks": ["pgd"], "steps": [2], "marks": [2]}
+    spec["panels"] = [panel]
     errors = [[0.5, 0.6, 1.0], [0.2, 0.2, 0.3], [0.4, 0.5, 0.6]]
     losses = [[1.0, 2.0, 3.0], [1.0, 1.0, 2.0], [1.0, 3.0, 4.0]]
     path = _sidecar(tmp_path / "pgd.steps.csv", "m", "pgd", errors, losses)
@@ -191,10 +193,10 @@ def test_steps_table_computes_vulnerability_and_loss_change_per_step(tmp_path):
     # 3 samples: 3 of the 27 bootstrap draws repeat one sample (se* = 0), more than the 2.5 % tail, so the
     # studentized interval cannot bound the value and says so (NaN bounds, "-" in the Markdown)
     assert table["rel_vuln_lo"].isna().all() and table["rel_vuln_hi"].isna().all()
-    steps_out.write_table("steps", spec, [path], tmp_path / "steps.csv")
+    render.write("steps", spec, [path], csv=tmp_path / "steps.csv")
     md = (tmp_path / "steps.md").read_text()
     assert "| pgd, 2 steps |" in md and "| s model, s attacked | 0.667 |" in md  # no bounds: no brackets
-    assert steps_out.write_figure("steps", spec, [path], tmp_path / "steps.png")[1].suffix == ".pdf"
+    assert render.write("steps", spec, [path], png=tmp_path / "steps.png")[1].suffix == ".pdf"
 
 
 def test_a_steps_csv_cut_short_is_refused(tmp_path):

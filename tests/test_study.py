@@ -11,7 +11,8 @@ from snakemake_interface_common.exceptions import WorkflowError
 
 from mtlrobust import attacks, commands, ids, models, study
 from mtlrobust import tasks as T
-from mtlrobust.analysis import figures, steps, supplementary, table_at, tables
+from mtlrobust.analysis import render
+from mtlrobust.analysis.layouts import LAYOUTS
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load(study.SCHEMA.read_text())
@@ -236,24 +237,13 @@ def test_every_output_has_a_schema_section_and_a_renderer():
     for name, out in plan.outputs.items():
         assert sections[name]["properties"]["enabled"]["type"] == "boolean"
         assert out.evals and set(out.evals) <= set(plan.evals)
-        layout = out.spec["layout"]
-        if layout in supplementary.TABLES:  # a table with its own writer (of the evaluation files)
-            assert out.renders == ("table",) and callable(supplementary.TABLES[layout])
-            continue
-        if layout in table_at.TABLES:  # its own writer, reading the per-step sidecars too
-            assert out.renders == ("table",) and out.traced and callable(table_at.TABLES[layout])
-            continue
-        if layout in steps.TABLES:  # reads the per-step sidecars too (out.traced)
-            assert out.traced and callable(steps.TABLES[layout]) and callable(steps.FIGURES[layout])
-            continue
-        if "table" in out.renders:
-            assert layout in ("grid", "correlations", "sweep", "bars")
-        if "figure" in out.renders:
-            assert layout in ("bars", "sweep")
-        with pytest.raises(ValueError, match="none of its"):  # every layout is understood (no cell found)
-            (tables.render if "table" in out.renders else figures.draw)(
-                name, tables.Evaluations([]), out.spec
-            )
+        layout = LAYOUTS[out.spec["layout"]]
+        assert ("table" in out.renders) == (layout.table is not None)
+        assert ("figure" in out.renders) == (layout.figure is not None)
+        assert {tuple(c[:3]) for c in layout.cells(out.spec)} == set(out.evals)
+        if out.spec["layout"] in ("grid", "correlations", "sweep", "bars", "supplementary"):
+            with pytest.raises(ValueError, match="none of its"):  # the layout reads the spec (no cell found)
+                render.table(name, out.spec, [])
 
 
 def test_disabled_output_needs_nothing():

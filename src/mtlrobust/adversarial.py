@@ -41,7 +41,7 @@ class Setting:
 
     def check(self) -> None:
         """ValueError naming the flag of the first value no training can use."""
-        from .attacks import check_spec
+        from .attacks import METHODS, check_spec
 
         if self.tasks not in TASKS:
             raise ValueError(f"--adv-tasks: expected one of {TASKS}, got {self.tasks!r}")
@@ -51,8 +51,10 @@ class Setting:
             check_spec(self.attack)
         except ValueError as e:
             raise ValueError(f"--adv-attack-json: {e}") from None
-        if self.attack["method"] == "none":
-            raise ValueError("--adv-attack-json: method 'none' crafts no adversarial example")
+        if not METHODS[self.attack["method"]].perturbs:
+            raise ValueError(
+                f"--adv-attack-json: method {self.attack['method']!r} crafts no adversarial example"
+            )
 
     def hparams(self) -> dict:
         """What the checkpoint records (and resuming must match)."""

@@ -35,8 +35,11 @@ COMMANDS = {
     "figures": ("mtlrobust.analysis.figures", "render Figure 1 and the RQ1 sweep plots"),
     "theory": ("mtlrobust.analysis.theory", "input-gradient norms, covariances, Theorem 2/4 quantities"),
     "claims": ("mtlrobust.analysis.claims", "a verdict on each claim of the paper from the tables' cells"),
-    "recommend": ("mtlrobust.analysis.recommend", "which auxiliary task to add: proxy ranking vs target"),
-    "plan": ("mtlrobust.plan", "count a study's jobs and estimate its GPU-hours"),
+    "recommend": (
+        "mtlrobust.analysis.recommend_command",
+        "which auxiliary task to add: proxy ranking vs target",
+    ),
+    "plan": ("mtlrobust.cost", "count a study's jobs and estimate its GPU-hours"),
 }
 
 

@@ -25,10 +25,7 @@ import torch
 from . import tasks as T
 from .attacks import METHODS, MultiTaskObjective
 from .files import atomic_path
-
-COLUMNS = ["model_id", "epoch", "attack", "method", "attacked", "sample", "task", "step", "attacked_loss",
-           "error"]  # fmt: skip
-TRAILER = "# end of steps: "  # + "{rows} rows": the last line of a complete steps CSV
+from .steps_format import COLUMNS, TRAILER
 
 
 class Recorder(torch.nn.Module):

@@ -65,7 +65,7 @@ exclusions). ``procedure`` names what each claim used.
 Two statistics: every claim is decided under the paper's mean of per-sample ratios (``value``, ``diff``) and
 again under the ratio of means (``rom`` columns); a claim whose two verdicts differ is "metric-sensitive".
 Figure 1's steps and dominance share, Theorem 4's bound and the attacked objective are not ratio statistics:
-the same under both. A correlation over fewer than ``MIN_CELLS`` (10) cells is judged "too few cells".
+the same under both. A correlation over fewer than ``stats.MIN_CELLS`` (10) cells is judged "too few cells".
 
 One rule per claim, as the paper words it: RQ1 per attack kind; L2 per L2 attack of rq1_norm (the paper's
 budget and the budget-matched one); eps > 4/255 per attack kind; ResNet50/152 pairs under single-task
@@ -107,7 +107,6 @@ STRING_COLUMNS = ("attack", "method", "norm", "kind", "weighting", "main", "aux"
 ROM_COLUMNS = {"value": "rom", "lo": "rom_lo", "hi": "rom_hi", "diff": "rom_diff", "diff_lo": "rom_diff_lo",
                "diff_hi": "rom_diff_hi", "diff_fw_lo": "rom_diff_fw_lo",
                "diff_fw_hi": "rom_diff_fw_hi"}  # fmt: skip
-MIN_CELLS = 10  # fewer cells: a correlation claim is "too few cells"
 PER_COMPARISON = "per comparison: each paired 95 % interval on its own"
 KEY_COLUMNS = (
     "output", "attack", "method", "norm", "kind", "weighting", "main", "aux", "vs", "proxy", "order", "stat",
@@ -566,17 +565,24 @@ def _on_objective(g: pd.DataFrame) -> pd.DataFrame:
     return g.assign(diff=g["obj_diff"], diff_lo=g["obj_diff_lo"], diff_hi=g["obj_diff_hi"])
 
 
+def _has(methods: pd.Series, flag: str) -> pd.Series:
+    """Whether each row's attack method has ``flag`` set on its ``attacks.METHODS`` entry."""
+    from ..attacks import METHODS
+
+    return methods.map(lambda m: bool(m in METHODS and getattr(METHODS[m], flag)))
+
+
 def claims_adaptive(df: pd.DataFrame, th: Thresholds) -> list[dict]:
     """Per adaptive attack of Table 2: stronger than PGD, judged on the attacked objective (what the attacks
     maximise) and on the main task's relative vulnerability; weighting no longer lowers the vulnerability."""
-    t2 = df[(df["output"] == "table2") & (df["method"] != "pgd")]
+    t2 = df[(df["output"] == "table2") & ~_has(df["method"], "reference")]
     out = []
     for attack in dict.fromkeys(t2["attack"]):
         a = t2[t2["attack"] == attack]
         name = _attack_name(a, attack)
         g = _once(a[(a["vs"] == "pgd") & a["diff"].notna()])
-        if (g["method"] == "wgd").any():
-            g = _pairs(g)  # with one attacked task WGD is PGD
+        if _has(g["method"], "per_task_losses").any():
+            g = _pairs(g)  # with one attacked task, weighting the task losses (WGD) is the reference attack
         for suffix, rows, what in (
             ("", _on_objective(g), "a higher attacked objective (the summed losses of the attacked tasks)"),
             ("_main_error", g, "a higher relative vulnerability of the main task"),
@@ -657,7 +663,7 @@ def claims_proxies(df: pd.DataFrame, th: Thresholds) -> list[dict]:
         for suffix, t, how in checks:
             rule = (
                 f"r >= {t:g}: supported if the interval of r lies at or above it, contradicted if below; "
-                f"'too few cells' below {MIN_CELLS} cells"
+                f"'too few cells' below {S.MIN_CELLS} cells"
             )
             if g.empty:
                 v, lo, hi, n, det = math.nan, math.nan, math.nan, 0, "no table3 row for this proxy"
@@ -665,7 +671,7 @@ def claims_proxies(df: pd.DataFrame, th: Thresholds) -> list[dict]:
                 r = g.iloc[0]
                 v, lo, hi = r.value, r.lo, r.hi
                 n, det = int(r.n) if r.n == r.n else 0, f"over {r.n:.0f} cells"
-            decided = verdict(lo, hi, t, True) if n >= MIN_CELLS or g.empty else "too few cells"
+            decided = verdict(lo, hi, t, True) if n >= S.MIN_CELLS or g.empty else "too few cells"
             out.append(
                 _claim(
                     f"rq4_proxy{suffix}:{proxy}",
@@ -901,7 +907,7 @@ def render_claims(
         "samples, paired where two cells share samples). **supported**: the whole interval is on the claim's "
         "side of the threshold; **contradicted**: on the other side; **unresolved**: the interval contains "
         "the threshold or no cell measures it; **too few cells**: a correlation over fewer than "
-        f"{MIN_CELLS} cells. n: the pairs (cells, orders, steps) behind a share, the cells behind a "
+        f"{S.MIN_CELLS} cells. n: the pairs (cells, orders, steps) behind a share, the cells behind a "
         "correlation.",
         "",
         "Two statistics: each claim is decided under the paper's relative vulnerability (the mean of "

@@ -51,6 +51,8 @@ import pandas as pd
 
 from .. import metrics as M
 
+MIN_CELLS = 10  # fewer cells: a correlation says little ("too few cells" in Table 3 and the claims)
+
 RESAMPLES = 2000
 SEED = 0
 LEVEL = 0.95
@@ -524,7 +526,7 @@ def pearson_draws(x, y) -> np.ndarray:
 
 
 def pearson_interval(x, y, x_draws, y_draws, level: float = LEVEL, seed: int = SEED) -> Interval:
-    """Pearson r of the cell values ``x``, ``y`` (as ``tables.pearson``) with a two-level bootstrap interval.
+    """Pearson r of the cell values ``x``, ``y`` (as Table 3's r) with a two-level bootstrap interval.
 
     ``x_draws``/``y_draws`` [draws, cells]: the cells recomputed in the same draws of the test samples
     (``resampled_means`` of ``ratios`` or of clean errors, one counts matrix for both). In each draw the

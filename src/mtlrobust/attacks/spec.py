@@ -48,6 +48,9 @@ class Method:
     rather than its last one (a method with a ``return_best`` option leaves it to the spec). ``fixed_steps``:
     the steps every run takes, for a method without a ``steps`` option (fgsm: 1). ``reference``: the plain
     attack others are compared with at the same norm, eps and steps (Table 2's marks against PGD).
+    ``masking_check``: the attack the gradient-masking check of adversarially trained models sets against
+    the reference one (APGD tunes its own step size, so a bad step size cannot pass for robustness).
+    ``variant_option``: the option naming which variant of the method ran, shown in tables and claims.
     ``caption``: (name, spec) pairs of a table's attacks of this method -> a sentence for the table's note."""
 
     fn: Callable | None
@@ -57,7 +60,14 @@ class Method:
     best_iterate: bool = False
     fixed_steps: int | None = None
     reference: bool = False
+    masking_check: bool = False
+    variant_option: str | None = None
     caption: Callable[[list[tuple[str, Mapping]]], str] | None = None
+
+    @property
+    def perturbs(self) -> bool:
+        """Whether the method changes the inputs at all ("none" evaluates the clean ones)."""
+        return self.fn is not None
 
     def options(self) -> dict[str, object]:
         """The spec keys this method takes, with ``fn``'s defaults."""
@@ -83,13 +93,18 @@ METHODS: dict[str, Method] = {
     "pgd": Method(pgd, "PGD, projected gradient ascent (Madry et al. 2018)", check=check_pgd, reference=True),
     "mim": Method(mim, "MIM, iterative attack with momentum (Dong et al. 2018)", check=check_mim),
     "apgd": Method(
-        apgd, "APGD, PGD with a self-tuned step (Croce & Hein 2020)", check=check_apgd, best_iterate=True
+        apgd,
+        "APGD, PGD with a self-tuned step (Croce & Hein 2020)",
+        check=check_apgd,
+        best_iterate=True,
+        masking_check=True,
     ),
     "wgd": Method(
         wgd,
         "WGD, PGD on weighted task gradients (Ghamizi et al. 2022)",
         per_task_losses=True,
         check=check_wgd,
+        variant_option="variant",
         caption=caption_wgd,
     ),
     "segpgd": Method(segpgd, "SegPGD, PGD on a per-pixel re-weighted segmentation loss (Gu et al. 2022)"),

@@ -1,17 +1,10 @@
-"""Tables rendered outside ``tables.py``: the supplementary's per-encoder tables and ``recommend``.
-
-``TABLES`` maps a spec layout to its writer ``(name, spec, inputs, out_csv)``, which writes ``NAME.csv``
-and ``NAME.md`` from the evaluation CSVs of the output's cells and returns its cell table
-(``tables.CELL_COLUMNS``); ``tables.write`` hands these layouts over, so the workflow's table rule and
-``mtlrobust tables`` render them like any other table.
-
-Layout ``supplementary`` (supplementary Tables 2-6): per encoder, three blocks of rows main task x columns
+"""Layout ``supplementary`` (supplementary Tables 2-6): per encoder, three blocks of rows main task x columns
 auxiliary task: ``clean`` (the main task's clean error), ``single`` (relative vulnerability, only the main
 task attacked) and ``multi`` (main and auxiliary task attacked); the diagonal is the single-task model. The
 CSV has one row per (arch, block, main); the Markdown one table per encoder, as in the supplementary.
 Relative-vulnerability cells also carry the ratio of means (``_rom``), the median of the per-sample
 ratios (``_median``) and the largest ratio's share (``_top_share``), and are marked fragile in the Markdown
-as in ``tables``.
+as in the grid layout.
 """
 
 from __future__ import annotations
@@ -22,11 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import files
-from . import recommend
-from . import stats as S
-from .aggregate import read_eval, reduce_eval
-from .tables import CELL_COLUMNS, FRAGILE_MARK, FRAGILE_SHARE, legend
+from .. import stats as S
+from ..aggregate import read_eval, reduce_eval
+from ..evaluations import CELL_COLUMNS, FRAGILE_SHARE
+from ..layout import Layout, cells_under
+from ..markdown import FRAGILE_MARK, legend
 
 # The supplementary's table number of each encoder (Tables 2-6).
 PAPER_TABLE = {"resnet18": 2, "resnet50": 3, "xception": 4, "wide_resnet50_2": 5, "resnet152": 6}
@@ -145,7 +138,7 @@ def supplementary_markdown(table: pd.DataFrame, recs, spec: dict, cells: Cells) 
 
 
 def supplementary_cells(name: str, spec: dict, recs) -> pd.DataFrame:
-    """The long cell table (``tables.CELL_COLUMNS``): one row per relative-vulnerability cell."""
+    """The long cell table (``evaluations.CELL_COLUMNS``): one row per relative-vulnerability cell."""
     out, i = [], 0
     for t in spec["tables"]:
         for b in t["blocks"]:
@@ -162,33 +155,16 @@ def supplementary_cells(name: str, spec: dict, recs) -> pd.DataFrame:
     return pd.DataFrame(out, columns=CELL_COLUMNS)
 
 
-def write_supplementary(name: str, spec: dict, inputs, out: Path, *, fragile_share=FRAGILE_SHARE,
-                        untrained=frozenset()) -> pd.DataFrame:  # fmt: skip
-    """Write NAME.csv and NAME.md; return the cell table (``untrained``: unused, every cell is shown)."""
-    cells = Cells(inputs, fragile_share)
-    table, recs = supplementary(cells, spec)
-    cells.check(name)
-    files.write_frame(out, table, float_format="%.6g")
-    files.write_text(Path(out).with_suffix(".md"), supplementary_markdown(table, recs, spec, cells))
-    return supplementary_cells(name, spec, recs)
+def table(name: str, spec: dict, inputs, *, fragile_share=FRAGILE_SHARE, models=None):
+    """(CSV table, Markdown, cell table); every cell is shown (``models`` unused)."""
+    found = Cells(inputs, fragile_share)
+    t, recs = supplementary(found, spec)
+    found.check(name)
+    return t, supplementary_markdown(t, recs, spec, found), supplementary_cells(name, spec, recs)
 
 
-def write_recommend(name: str, spec: dict, inputs, out: Path, *, fragile_share=FRAGILE_SHARE,
-                    untrained=frozenset()) -> pd.DataFrame:  # fmt: skip
-    """``mtlrobust recommend`` on the plan's spec (every cell must be evaluated; candidates whose models do
-    not beat the constant predictor, ``untrained``, are left out); returns the cell table: the proxy's and
-    the target's value of each (main, aux) candidate (``setting`` proxy / target)."""
-    res = recommend.write(spec, list(inputs), Path(out), untrained=untrained)
-    t = recommend.table(res).set_index(["main", "aux"])
-    rows = []
-    for pair in spec["pairs"]:
-        r = t.loc[(pair["main"], pair["aux"])]
-        for side in ("proxy", "target"):
-            cell = pair[side]
-            rows.append({"output": name, "attack": cell[2], "main": pair["main"], "aux": pair["aux"],
-                         "setting": side, "epoch": cell[1], "model_id": cell[0], "value": r[f"{side}_value"],
-                         "lo": r[f"{side}_lo"], "hi": r[f"{side}_hi"], "n": r[f"{side}_n"]})  # fmt: skip
-    return pd.DataFrame(rows, columns=CELL_COLUMNS)
+def cells(spec: dict) -> list[list]:
+    return cells_under([r for t in spec["tables"] for b in t["blocks"] for r in b["rows"]], "cells")
 
 
-TABLES = {"supplementary": write_supplementary, "recommend": write_recommend}
+LAYOUT = Layout(cells, table=table)

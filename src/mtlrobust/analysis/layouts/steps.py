@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import re
 from io import StringIO
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .. import files
-from ..steptrace import COLUMNS, TRAILER
-from . import stats
+from ... import files
+from ...steps_format import COLUMNS, TRAILER
+from .. import stats
+from ..evaluations import CELL_COLUMNS
+from ..layout import Layout, cells_under
+from ..plotting import LABEL_SIZE, pyplot, suptitle
 
 KEY = ("model_id", "epoch", "attack", "attacked", "task", "step")
 OUT_COLUMNS = [
@@ -124,18 +126,15 @@ def _clean_point() -> pd.DataFrame:
                          "loss_change": [0.0]})  # fmt: skip
 
 
-def write_table(name: str, spec: dict, inputs, out: Path, cells=None) -> None:
-    """``tables.write``'s hook: NAME.csv (every step) and NAME.md (the marked steps)."""
+def steps_table(name: str, spec: dict, inputs, **options):
+    """(CSV table of every step, Markdown of the marked steps, an empty cell table: claims judge no step)."""
     t = table(spec, load(inputs))
-    files.write_frame(Path(out), t, float_format="%.6g")
-    files.write_text(Path(out).with_suffix(".md"), markdown(spec, t))
+    return t, markdown(spec, t), pd.DataFrame(columns=CELL_COLUMNS)
 
 
-def write_figure(name: str, spec: dict, inputs, out_png: Path) -> list[Path]:
-    """``figures.write``'s hook: per panel, vulnerability (top) and attacked-loss change (bottom) vs steps."""
-    from .figures import save
-
-    return save(figure(spec, table(spec, load(inputs))), out_png)
+def steps_figure(name: str, spec: dict, inputs):
+    """Per panel, vulnerability (top) and attacked-loss change (bottom) against the steps."""
+    return figure(spec, table(spec, load(inputs)))
 
 
 def figure(spec: dict, t: pd.DataFrame):
@@ -143,9 +142,7 @@ def figure(spec: dict, t: pd.DataFrame):
     the right of the panels, where it hides no curve."""
     from matplotlib.lines import Line2D
 
-    from .figures import LABEL_SIZE, _plt, suptitle
-
-    plt = _plt()
+    plt = pyplot()
     panels = spec["panels"]
     legend_in = 2.3
     fig, axes = plt.subplots(2, len(panels), figsize=(max(7.0, 4.2 * len(panels)) + legend_in, 6.4),
@@ -183,5 +180,8 @@ def figure(spec: dict, t: pd.DataFrame):
     return fig
 
 
-TABLES = {"steps": write_table}
-FIGURES = {"steps": write_figure}
+def cells(spec: dict) -> list[list]:
+    return cells_under([s for p in spec["panels"] for s in p["series"]], "cells")
+
+
+LAYOUT = Layout(cells, table=steps_table, figure=steps_figure)

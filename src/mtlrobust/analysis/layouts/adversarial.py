@@ -1,9 +1,9 @@
-"""Layout ``adversarial`` (``study.table_at``): adversarially trained models next to the standard ones.
+"""Layout ``adversarial`` (output ``table_at``): adversarially trained models next to the standard ones.
 
 Three blocks, all from the evaluation CSVs of the plan's cells (and, for the step check, their per-step
 sidecars):
 
-* **Relative task vulnerability**: Table 1's grid (``tables.grid``) with one more label column,
+* **Relative task vulnerability**: Table 1's grid (``layouts.grid``) with one more label column,
   ``training`` (standard | adversarial). Marks as in Table 1 (↓st: lower than the single-task model of the
   row, so in the adversarial rows "an auxiliary task lowers the vulnerability of an adversarially trained
   model"), plus ↓std / ↑std on the adversarial rows: lower / higher than the same model trained without
@@ -19,7 +19,7 @@ sidecars):
   effective than PGD), ``unbounded`` (at eps = 1 the mean error reaches at least the constant predictor's
   validation error from results/models.csv).
 
-The cell table (``tables.CELL_COLUMNS``, claims' input) holds the grid's cells and comparisons, the clean
+The cell table (``evaluations.CELL_COLUMNS``, claims' input) holds the grid's cells and comparisons, the clean
 error cells (``kind`` clean), the cost cells (``kind`` clean_cost) and one row per check (``kind`` masking,
 ``aux`` the check, ``value`` 1 pass / 0 fail / NaN n/a); ``setting`` is the row's training.
 """
@@ -32,26 +32,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import files
-from ..steptrace import COLUMNS as STEP_COLUMNS
-from . import stats as S
+from ...steps_format import COLUMNS as STEP_COLUMNS
+from .. import stats as S
+from ..evaluations import CELL_COLUMNS, FRAGILE_SHARE, NAN, Evaluations, per_seed
+from ..layout import Layout, cells_under
+from ..markdown import interval_note, legend, mark, md_table, title
+from .grid import grid, grid_cells, grid_markdown, grid_records
 from .steps import read_steps
-from .tables import (
-    CELL_COLUMNS,
-    FRAGILE_SHARE,
-    NAN,
-    Evaluations,
-    _md_table,
-    _title,
-    grid,
-    grid_cells,
-    grid_markdown,
-    grid_records,
-    interval_note,
-    legend,
-    mark,
-    per_seed,
-)
 
 CHECKS = ("steps", "eps", "apgd", "unbounded")
 STEP_TOLERANCE = 0.05  # a later step may lose this share of the curve's rise (PGD's last iterate wobbles)
@@ -230,7 +217,7 @@ def _clean_markdown(spec: dict, recs: list[dict]) -> tuple[str, set]:
         used.update(rec["comparisons"])
         row.append(" ".join([S.format_interval(rec["iv"]), *[m for m in marks if m]]))
     head = ["training", "value", "main", *spec["columns"]]
-    return _md_table(head, list(rows.values())), used
+    return md_table(head, list(rows.values())), used
 
 
 def _clean_frame(spec: dict, recs: list[dict]) -> pd.DataFrame:
@@ -267,8 +254,8 @@ def _long(name: str, spec: dict, ev: Evaluations, records, clean_recs, checks) -
     return pd.concat([long, pd.DataFrame(extra, columns=CELL_COLUMNS)], ignore_index=True)[CELL_COLUMNS]
 
 
-def write_table_at(name: str, spec: dict, inputs, out: Path, *, fragile_share=FRAGILE_SHARE, models=None):
-    """Write NAME.csv (the grid, then the clean error rows) and NAME.md; return the cell table."""
+def table(name: str, spec: dict, inputs, *, fragile_share=FRAGILE_SHARE, models=None):
+    """(CSV table: the grid, then the clean error rows; Markdown; cell table)."""
     step_files = [p for p in inputs if str(p).endswith(".steps.csv")]
     ev = Evaluations([p for p in inputs if p not in step_files], fragile_share=fragile_share)
     steps = pd.concat([read_steps(p) for p in step_files], ignore_index=True) if step_files else None
@@ -277,22 +264,26 @@ def write_table_at(name: str, spec: dict, inputs, out: Path, *, fragile_share=FR
     records = grid_records(ev, spec)
     clean_recs = clean_records(ev, spec)
     checks = masking_checks(ev, spec, steps, trivial_errors(models))
-    table = pd.concat([grid(ev, spec, records), _clean_frame(spec, clean_recs)], ignore_index=True)
+    frame = pd.concat([grid(ev, spec, records), _clean_frame(spec, clean_recs)], ignore_index=True)
     body, used, fragile = grid_markdown(spec, records)
     clean_md, clean_used = _clean_markdown(spec, clean_recs)
     failed = sum(ch[c][0] is False for ch in checks for c in CHECKS)
     check_rows = [[ch["model_id"], ch["main"], *(_verdict(ch[c]) for c in CHECKS)] for ch in checks]
     md = (
-        f"# {_title(spec)}\n\nAdversarial training: {spec['setting_text']}.\n\n## Relative task vulnerability"
+        f"# {title(spec)}\n\nAdversarial training: {spec['setting_text']}.\n\n## Relative task vulnerability"
         f"\n\n{body}\n## Clean error of the main task\n\n{clean_md}\n"
         f"## Gradient-masking checks ({failed} failed)\n\n"
-        f"{_md_table(['model', 'main', *CHECKS], check_rows)}\n{CHECKS_NOTE}\n\n"
+        f"{md_table(['model', 'main', *CHECKS], check_rows)}\n{CHECKS_NOTE}\n\n"
         f"{interval_note(ev)} {legend(used | clean_used, fragile, ev)}\n"
     )
     ev.check(name)
-    files.write_frame(out, table, float_format="%.6g")
-    files.write_text(out.with_suffix(".md"), md)
-    return _long(name, spec, ev, records, clean_recs, checks)
+    return frame, md, _long(name, spec, ev, records, clean_recs, checks)
 
 
-TABLES = {"adversarial": write_table_at}
+def cells(spec: dict) -> list[list]:
+    """The grid's cells and those of every model's masking checks."""
+    checks = [c for ch in spec["checks"] for c in (ch["steps"], ch["apgd"], ch["eps"], ch["unbounded"])]
+    return cells_under(spec["rows"], "cells", "std_cells") + cells_under(checks, "cell", "cells")
+
+
+LAYOUT = Layout(cells, table=table)

@@ -1,4 +1,5 @@
-"""``mtlrobust plan``: how many jobs a study runs, per rule, and roughly how many GPU-hours they cost.
+"""``mtlrobust plan``, the cost estimator: how many jobs a study runs, per rule, and roughly how many
+GPU-hours they cost.
 
 The jobs come from the study plan itself (``mtlrobust.study.build``, the function the workflow's rules are
 generated from), so they are exactly what a run from an empty folder would schedule. The cost model is
@@ -34,6 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 from . import study
+from .attacks import METHODS
 
 # Supplementary Table 1, "Cost": FLOPs of one 256x256 inference, per encoder (with its task decoders).
 INFERENCE_GFLOPS = {"resnet18": 6.09, "resnet50": 9.90, "xception": 3.64, "resnet152": 19.64,
@@ -104,11 +106,11 @@ def adversarial_factor(plan: study.Plan, model_id: str) -> float:
 
 def attack_passes(spec: dict) -> int:
     """Forward-backward passes of one attack per image and subset: steps x restarts (method defaults)."""
-    if spec["method"] == "none":
+    method = METHODS[spec["method"]]
+    if not method.perturbs:
         return 0
-    steps = spec.get("steps") or study.method_default(spec["method"], "steps") or 1
-    restarts = spec.get("restarts") or study.method_default(spec["method"], "restarts") or 1
-    return int(steps) * int(restarts)
+    restarts = spec.get("restarts") or method.options().get("restarts") or 1  # no restarts option: one run
+    return method.steps(spec) * int(restarts)
 
 
 def job_counts(plan: study.Plan) -> Counter:

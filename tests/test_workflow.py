@@ -330,6 +330,22 @@ def test_evaluations_whose_steps_an_output_reads_and_only_they_write_steps(tmp_p
     assert not any("--steps-out" in shell or ".steps.csv" in out for out, shell in jobs["evaluate"].values())
 
 
+def test_slurm_runtime_of_adversarial_training_grows_with_its_attack_steps(tmp_path):
+    """A training job's -t (resources.runtime, minutes) is 480 for a standard model and 480 x (1 + share x k)
+    for an adversarially trained one: the test study's madry setting attacks every example with its 2-step
+    PGD, so 3 x 480."""
+    proc = snakemake(tmp_path, STUDY, "-n", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runtimes = {}
+    for block in re.split(r"\n(?=\[[^\]]+\]\n(?:local)?rule )", proc.stdout + proc.stderr):
+        if re.search(r"^(?:local)?rule train(?:_resumable)?:", block, re.M):
+            model_id = re.search(r"wildcards: model_id=([^,]+),", block).group(1)
+            runtimes.setdefault(model_id, set()).add(int(re.search(r"runtime=(\d+)", block).group(1)))
+    adversarial = {m for m in runtimes if m.endswith("-adv_madry")}
+    assert adversarial and len(runtimes) > len(adversarial)
+    assert all(runtimes[m] == ({1440} if m in adversarial else {480}) for m in runtimes), runtimes
+
+
 def test_bad_config_fails_before_any_job_with_a_clear_message(tmp_path):
     """The schema's and the plan's checks stop the run before any job (tests/test_study.py has the cases)."""
     for changes, expected in (

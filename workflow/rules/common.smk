@@ -1,10 +1,11 @@
-"""The study plan (src/mtlrobust/study.py) as rule inputs, params and targets.
+"""The study plan (the package src/mtlrobust/study) as rule inputs, params and targets.
 
 Checks and planning live in ``mtlrobust.study``, command lines in ``mtlrobust.commands``: here the config is
 validated against the schema, the plan is built once, and every param is a canonical string (fixed order),
 so the same values in another key order (or rewritten by a YAML tool) rerun nothing.
 """
 
+import math
 import os
 import re
 import sys
@@ -21,7 +22,9 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
 )
 
-from mtlrobust import checkpoint as checkpoint_format, commands, study  # noqa: E402
+# Two imports, not one in parentheses: a line that starts with `checkpoint` is Snakemake's keyword.
+from mtlrobust import commands, cost, study  # noqa: E402
+from mtlrobust import checkpoint as checkpoint_format  # noqa: E402
 
 # The study files read again by mtlrobust's bounded loader (size, aliases, duplicate keys, encoding), then
 # the schema packaged with mtlrobust (src/mtlrobust/schemas/config.schema.yaml: defaults filled in, integers
@@ -155,6 +158,18 @@ def resume_flag(wildcards, input):
 def keep_resume_flag(wildcards, output):
     """--keep-resume for the jobs that declare the resume state (rule train_resumable)."""
     return commands.flags(("--keep-resume", "resume" in output.keys()))
+
+
+# SLURM's wall-clock limit (-t, minutes) of one training milestone of a standard model; the profile's
+# retries multiply it by `attempt`, and an adversarially trained model's milestone costs 1 + share x k times
+# as much (k: its training attack's steps; `mtlrobust plan` counts it so).
+TRAIN_MINUTES = 480
+
+
+def train_runtime(wildcards, attempt):
+    """Minutes for SLURM's -t of one training job (ignored by local runs)."""
+    factor = cost.adversarial_factor(PLAN, wildcards.model_id)
+    return math.ceil(TRAIN_MINUTES * factor * attempt)
 
 
 def steps_out_flag(wildcards, output):

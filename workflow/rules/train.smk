@@ -27,6 +27,8 @@ rule train:
     conda:
         "../../envs/torch.yaml"
     threads: TRAIN["threads"]
+    resources:
+        runtime=train_runtime,  # SLURM only: longer for adversarial training (common.smk)
     params:
         model=model_args,
         resume=resume_flag,

@@ -494,7 +494,7 @@ def test_comparisons_are_paired_and_marked_only_when_the_interval_excludes_0(cod
     assert "↑st" not in rows["multi"] and "↓st" not in rows["multi"]  # symmetric noise: no mark
     assert "↓st / ↑st: lower / higher than the single-task model" in md  # the legend: only marks it uses
     assert "↓uni" not in md and "↓pgd" not in md
-    cells = CL.read_cells(tmp_path / "cells" / "t.csv")  # checked against claims.py's contract
+    cells = CL.read_cells(tmp_path / "cells" / "t.csv")  # checked against the claims' cell contract
     comp = cells[cells["vs"] == "single_task"].set_index("kind")
     assert comp.loc["single", "diff"] == pytest.approx(0.05)
     assert (

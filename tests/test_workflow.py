@@ -181,8 +181,8 @@ def test_every_table_has_a_cell_table(study_run, name):
 
     assert (study_run / "results" / f"{name}.md").read_text().count("[") > 0  # values with intervals
     if name in ("table1", "table2", "table3", "figure1"):
-        assert len(read_cells(study_run / "results" / "cells" / f"{name}.csv")) > 0  # claims.py's contract
-    elif name != "steps":  # steps: per-step values in steps.csv, no cell of claims.py's contract
+        assert len(read_cells(study_run / "results" / "cells" / f"{name}.csv")) > 0  # the claims' contract
+    elif name != "steps":  # steps: per-step values in steps.csv, no cell of the claims' contract
         assert len(pd.read_csv(study_run / "results" / "cells" / f"{name}.csv")) > 0
 
 

@@ -5,7 +5,7 @@ The plan (``mtlrobust.study``) gives each output a spec: its layout, labels and 
 ``stats.seed_aggregate``). The spec's layout (``layouts``) reads the per-sample evaluation CSVs of those
 cells, reduces them (``aggregate.reduce_eval``) and fills the layout; it never recomputes model ids. Every
 table is a CSV plus a Markdown rendering next to it (``NAME.md``) and a long "cell" CSV
-(``results/cells/NAME.csv``, the input contract of ``analysis/claims.py``). Missing cells are left empty with
+(``results/cells/NAME.csv``, the input contract of ``claims/cells.py``). Missing cells are left empty with
 a warning; a table with no cell at all is an error.
 
 Every number carries n and a 95 % studentized bootstrap interval over the test samples (``stats.CellDraws``:
@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", required=True, help="the table's spec from the plan: a JSON file or JSON text")
     p.add_argument("--inputs", nargs="+", required=True, type=Path, help="evaluation CSVs of its cells")
     p.add_argument("--out", required=True, type=Path, help="results/NAME.csv (NAME.md is written next to it)")
-    p.add_argument("--cells", type=Path, help="also write the long cell CSV (claims.py's input) here")
+    p.add_argument("--cells", type=Path, help="also write the long cell CSV (mtlrobust claims' input) here")
     p.add_argument(
         "--fragile-share", type=float, default=FRAGILE_SHARE,
         help="mark a cell fragile when its largest |per-sample ratio| carries more than this share of all",

@@ -66,7 +66,7 @@ def bars(ev: Evaluations, spec: dict) -> tuple[pd.DataFrame, list[tuple[str, S.M
 
 def bar_cells(name: str, t: pd.DataFrame, marginals) -> pd.DataFrame:
     """Figure 1's cell table: per order and step the bars and steps (stat bar/step/bar_1N/step_1N) and
-    one ``dominance`` row per order (claims.py's input)."""
+    one ``dominance`` row per order (the claims' input)."""
     rows = []
     for r in t.itertuples(index=False):
         for stat, col in (

@@ -19,7 +19,7 @@ class Output:
     name: str
     section: str
     renders: tuple[str, ...]  # "table" (NAME.csv + NAME.md) and/or "figure" (NAME.png + NAME.pdf)
-    spec: dict  # layout, labels and cells; see analysis/tables.py and analysis/figures.py
+    spec: dict  # layout, labels and cells; rendered by its layout (analysis/layouts/)
     evals: tuple[tuple[str, int, str], ...]  # sorted (model_id, epoch, attack) of its cells
     traced: bool = False  # it also reads each evaluation's per-step sidecar ({attack}.steps.csv)
     claims: bool = False  # its cell table feeds results/claims.csv

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from test_train import _assert_same_state, _cfg
+from test_train import _assert_same_state, _cfg, _kill_mid_epoch
 
 from mtlrobust import adversarial as ADV
 from mtlrobust import commands, study
@@ -140,16 +136,7 @@ def test_killed_adversarial_run_resumes_to_the_same_bytes(fake_root, tmp_path, c
             "--tasks", "d", "--epochs", "2", "--batch-size", "2", "--checkpoint-every", "1", "--threads", "1",
             "--adversarial", "madry", "--adv-attack-json", json.dumps(PGD), "--adv-share", "0.5",
             "--adv-tasks", "all", "--out", str(out), "--no-progress"]  # fmt: skip
-    partial = out.with_name(out.name + ".partial")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
-    state = load_checkpoint(partial)
-    assert state["epoch"] < 2 and state["batch"] > 0  # killed mid-epoch
+    _kill_mid_epoch(argv, out)
     capsys.readouterr()
     train(_cfg(fake_root, out, **kw))  # the same command, rerun
     assert "resuming interrupted run" in capsys.readouterr().err

@@ -162,6 +162,22 @@ def test_milestone_resume_is_exact_and_checkpoint_complete(fake_root, tmp_path):
     assert log.notna().all().all()
 
 
+def _kill_mid_epoch(argv: list[str], out: Path) -> Path:
+    """Run a 2-epoch ``mtlrobust train`` command, SIGKILL it once its first .partial exists (mid-epoch) and
+    return that .partial."""
+    partial = out.with_name(out.name + ".partial")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+    state = load_checkpoint(partial)
+    assert state["epoch"] < 2 and state["batch"] > 0  # killed mid-epoch
+    return partial
+
+
 def test_killed_run_resumes_where_it_was(fake_root, tmp_path, capsys):
     ref = tmp_path / "ref/epoch2.pt"
     train(_cfg(fake_root, ref, tasks=["depth_z"], epochs=2, batch_size=2, checkpoint_every=0))
@@ -189,16 +205,7 @@ def test_killed_run_resumes_where_it_was(fake_root, tmp_path, capsys):
         str(out),
         "--no-progress",
     ]
-    partial = out.with_name(out.name + ".partial")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
-    state = load_checkpoint(partial)
-    assert state["epoch"] < 2 and state["batch"] > 0  # killed mid-epoch
+    partial = _kill_mid_epoch(argv, out)
     assert not out.exists()
     capsys.readouterr()
     train(_cfg(fake_root, out, tasks=["depth_z"], epochs=2, batch_size=2))  # the same command, rerun

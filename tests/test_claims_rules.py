@@ -17,7 +17,7 @@ from mtlrobust import study
 from mtlrobust.analysis import claims as C
 from mtlrobust.analysis import evaluations as E
 from mtlrobust.analysis import render as RD
-from mtlrobust.evaluate import COLUMNS, TRAILER
+from mtlrobust.evaluate import write_csv
 from mtlrobust.ids import model_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -182,13 +182,9 @@ def _evals(path, model_id, tasks, attack, method, adv_loss, options="{}"):
         for t in tasks:
             a = adv_loss[t][i]
             ident = [model_id, "resnet18", "uniform", "+".join(tasks), 8, attack, method, "linf"]
-            opts = '"' + options.replace('"', '""') + '"'
             sample = [i, f"b/{i}/0", t, 1.0, a, 1.0, a, "", ""]
-            rows.append([*ident, 8 / 255, 2 / 255, 10, 1, opts, "+".join(tasks), *sample])
-    with open(path, "w") as f:
-        f.write(",".join(COLUMNS) + "\n")
-        f.writelines(",".join(map(str, r)) + "\n" for r in rows)
-        f.write(f"{TRAILER}{len(rows)} rows\n")
+            rows.append([*ident, 8 / 255, 2 / 255, 10, 1, options, "+".join(tasks), *sample])
+    write_csv(rows, path)
     return path
 
 

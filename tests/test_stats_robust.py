@@ -11,7 +11,7 @@ from mtlrobust.analysis import claims as CL
 from mtlrobust.analysis import evaluations as E
 from mtlrobust.analysis import render as RD
 from mtlrobust.analysis import stats as S
-from mtlrobust.evaluate import COLUMNS, TRAILER
+from mtlrobust.evaluate import write_csv
 from mtlrobust.ids import model_spec
 
 
@@ -27,10 +27,7 @@ def _eval_csv(path, model_id, tasks, errors):
                 rows.append(
                     [*ident, 8 / 255, 2 / 255, 2, 1, "{}", attacked, i, f"b/{i}/0", t, c, a, c, a, "", ""]
                 )
-    with open(path, "w") as f:
-        f.write(",".join(COLUMNS) + "\n")
-        f.writelines(",".join(map(str, r)) + "\n" for r in rows)
-        f.write(f"{TRAILER}{len(rows)} rows\n")
+    write_csv(rows, path)
     return path
 
 
